@@ -1,0 +1,31 @@
+# Two commands for a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= config.yaml
+
+.PHONY: serve test install regen check-generated clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m server --config $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+regen: $(STAMP)
+	$(PY) -m spec.codegen
+
+check-generated: $(STAMP)
+	$(PY) -m spec.codegen --check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

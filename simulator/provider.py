@@ -77,6 +77,12 @@ class SimulatorProvider:
         self.default_model = config.model
         self.clock = clock or RealClock()
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> SimulatorProvider:
+        """Build from the server's ``Settings`` (its ``simulator`` section)."""
+        sim = settings.simulator
+        return cls(SimulatorConfig(sim.seed, sim.first_chunk_ms, sim.chunk_interval_ms, sim.model))
+
     async def aclose(self) -> None:
         return None
 

@@ -1,0 +1,145 @@
+"""Configuration: ``config.yaml`` validated into frozen settings, with environment overrides.
+
+Precedence, highest first: environment variables (``AILOOP_<SECTION>__<KEY>``, e.g.
+``AILOOP_SERVER__PORT=9000``), then the YAML file, then the defaults below. Unknown
+keys are errors, so a typo is never silently ignored. Secrets never come from the
+file: the OpenRouter key is read only from ``OPENROUTER_API_KEY``.
+
+Only the composition root (``server.app``) reads settings; other layers receive
+plain values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    validate_outgoing: bool = False
+    """Debug aid: validate every outgoing notification against the generated models."""
+
+
+class AISettings(_Section):
+    backend: Literal["simulator", "openrouter"] = "simulator"
+    first_chunk_timeout_s: float | None = Field(60.0, gt=0)
+    idle_timeout_s: float | None = Field(60.0, gt=0)
+    turn_timeout_s: float | None = Field(600.0, gt=0)
+
+
+class SimulatorSettings(_Section):
+    seed: int = 0
+    first_chunk_ms: float = Field(0.0, ge=0)
+    chunk_interval_ms: float = Field(0.0, ge=0)
+    model: str = "simulator-1"
+
+
+class OpenRouterSettings(_Section):
+    base_url: str = "https://openrouter.ai/api/v1"
+    model: str = "openai/gpt-4o-mini"
+
+
+class SessionSettings(_Section):
+    max_history_messages: int = Field(200, ge=2)
+
+
+class LimitSettings(_Section):
+    max_frame_bytes: int = Field(1_048_576, ge=1024)
+    max_message_chars: int = Field(100_000, ge=1)
+    max_sessions_per_connection: int = Field(16, ge=1)
+    max_sessions: int = Field(10_000, ge=1)
+    max_batch_size: int = Field(64, ge=1)
+    max_tools_per_session: int = Field(128, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything the server can be configured with (see docs/configuration.md)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AILOOP_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    ai: AISettings = AISettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    openrouter: OpenRouterSettings = OpenRouterSettings()
+    session: SessionSettings = SessionSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    @property
+    def openrouter_api_key(self) -> SecretStr | None:
+        key = os.environ.get("OPENROUTER_API_KEY", "").strip()
+        return SecretStr(key) if key else None
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the bad key."""
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings from a YAML file (optional) plus the environment.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key is unknown or invalid.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {source}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration {source} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration {source} must be a mapping of sections")
+        if isinstance(loaded.get("openrouter"), dict) and "api_key" in loaded["openrouter"]:
+            raise ConfigError(
+                f"invalid configuration in {source}:\n  openrouter.api_key: secrets are never read "
+                "from the file; set the OPENROUTER_API_KEY environment variable"
+            )
+        data = loaded
+    for section, values in overrides.items():
+        data = {**data, section: {**data.get(section, {}), **values}}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None

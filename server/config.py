@@ -32,6 +32,8 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     validate_outgoing: bool = False
     """Debug aid: validate every outgoing notification against the generated models."""
+    shutdown_drain_s: float = Field(5.0, ge=0)
+    """On SIGTERM/SIGINT, how long to wait for clients to receive their last frames."""
 
 
 class AISettings(_Section):

@@ -1,0 +1,115 @@
+"""RpcConnection: the JSON-RPC side of one client connection, transport-agnostic.
+
+The transport feeds it frames (``receive_text`` / ``receive_binary``) and gives it
+a ``send`` callable that queues an outgoing text frame; frames are queued in the
+order they are produced, which is the order the client receives them. This is
+the single place where exceptions become JSON-RPC errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from server.protocol.errors import InternalError, InvalidParams, InvalidRequest, MethodNotFound, RpcError
+from server.protocol.jsonrpc import Call, Rejected, encode, error_response, parse_frame, success_response
+from server.session.handlers import HANDLERS, Reply, ServerInfo
+from server.session.manager import InteractiveSessionManager
+
+__all__ = ["RpcConnection"]
+
+log = logging.getLogger("ailoop.connection")
+
+_PARAMS_OPTIONAL = {"initialize", "startSession"}
+
+
+def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    # Never echo the input back: it may be huge or sensitive.
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]) or "params", "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ][:20]
+
+
+class RpcConnection:
+    def __init__(
+        self,
+        manager: InteractiveSessionManager,
+        info: ServerInfo,
+        send: Callable[[str], None],
+        *,
+        max_batch: int = 64,
+    ) -> None:
+        self.connection_id = "c_" + secrets.token_urlsafe(9)
+        self.manager = manager
+        self.info = info
+        self.send = send
+        self.max_batch = max_batch
+        self.closed = False
+
+    async def receive_text(self, text: str) -> None:
+        """Handle one text frame: dispatch its request(s), queue the response(s),
+        then run the handlers' after-actions."""
+        try:
+            frame = parse_frame(text, self.max_batch)
+        except RpcError as exc:
+            self.send(encode(error_response(None, exc)))
+            return
+        responses: list[dict[str, Any]] = []
+        afters: list[Callable[[], None]] = []
+        for item in frame.items:
+            if isinstance(item, Rejected):
+                responses.append(item.response)
+                continue
+            response, after = await self._dispatch(item)
+            if not item.is_notification:
+                responses.append(response)
+            if after is not None:
+                afters.append(after)
+        if responses:
+            self.send(encode(responses if frame.is_batch else responses[0]))
+        for after in afters:
+            after()
+
+    def receive_binary(self) -> None:
+        """Binary frames are not part of the protocol (RPC-7)."""
+        self.send(encode(error_response(None, InvalidRequest("Invalid Request: binary frames are not supported"))))
+
+    async def _dispatch(self, call: Call) -> tuple[dict[str, Any], Callable[[], None] | None]:
+        try:
+            reply = await self._invoke(call)
+        except RpcError as exc:
+            return error_response(call.id, exc), None
+        except Exception:
+            log.exception("handler for %s failed (request id %r)", call.method, call.id)
+            return error_response(call.id, InternalError("Internal error")), None
+        return success_response(call.id, reply.result), reply.after
+
+    async def _invoke(self, call: Call) -> Reply:
+        entry = HANDLERS.get(call.method)
+        if entry is None:
+            raise MethodNotFound("Method not found", {"method": call.method[:128]})
+        model, handler = entry
+        params = call.params
+        if params is None:
+            if call.method not in _PARAMS_OPTIONAL:
+                raise InvalidParams("Invalid params: params are required", {"errors": [{"loc": "params", "msg": "missing"}]})
+            params = {}
+        if isinstance(params, list):
+            raise InvalidParams("Invalid params: params must be an object (by name)", {"errors": [{"loc": "params", "msg": "not an object"}]})
+        try:
+            parsed = model.model_validate(params, strict=True)
+        except ValidationError as exc:
+            raise InvalidParams("Invalid params", {"errors": _validation_errors(exc)}) from None
+        return await handler(self, parsed)
+
+    async def close(self, reason: str = "disconnect") -> None:
+        """The transport is gone (or going): release every session of this connection."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.manager.release_connection(self.connection_id, reason)

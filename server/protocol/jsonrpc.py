@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -56,20 +57,28 @@ def error_response(id_: RequestId, error: RpcError) -> dict[str, Any]:
 
 def encode(message: Any) -> str:
     """Serialize one outgoing frame (a message or a batch array)."""
-    return orjson.dumps(message).decode()
+    try:
+        return orjson.dumps(message).decode()
+    except TypeError:  # an integer id beyond 64 bits, echoed back as given
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
 def _loads(text: str | bytes) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
-    # orjson refuses some valid JSON (integers beyond 64 bits); the strict stdlib
-    # parser decides those. NaN and Infinity are not JSON (RFC 8259 §6).
+    # orjson reads integers beyond 64 bits as floats, which would change an id we
+    # must echo exactly; frames with such long digit runs go to the stdlib parser.
+    if not _LONG_NUMBER.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    # The strict stdlib parser decides the rest. NaN and Infinity are not JSON (RFC 8259 §6).
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "spec" / "protocol.schema.json").read_text())
 TIMEOUT = float(os.environ.get("AILOOP_TEST_TIMEOUT", "10"))
 
-__all__ = ["ROOT", "SCHEMA", "RunningServer", "WsClient", "serve", "spawn_server", "test_settings", "validator"]
+__all__ = ["ROOT", "SCHEMA", "RunningServer", "WsClient", "serve", "spawn_server", "make_settings", "validator"]
 
 
 @cache
@@ -47,7 +47,7 @@ def schema_errors(def_name: str, instance: Any) -> list[str]:
     return [f"{def_name}: {e.message} at {list(e.absolute_path)}" for e in validator(def_name).iter_errors(instance)]
 
 
-def test_settings(**sections: dict[str, Any]) -> Settings:
+def make_settings(**sections: dict[str, Any]) -> Settings:
     """Settings for tests: zero-latency simulator, short timeouts, plus overrides."""
     base: dict[str, dict[str, Any]] = {
         "simulator": {"first_chunk_ms": 0, "chunk_interval_ms": 0, "seed": 7},
@@ -92,7 +92,7 @@ class RunningServer:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings | None = None, provider: ModelProvider | None = None) -> AsyncIterator[RunningServer]:
     """Run the real app under uvicorn in this event loop on 127.0.0.1, a free port."""
-    settings = settings or test_settings()
+    settings = settings or make_settings()
     app = create_app(settings, provider)
     config = uvicorn_config(app, settings, "127.0.0.1", 0)
     config.log_level = "warning"
@@ -151,7 +151,7 @@ class WsClient:
         self.responses: dict[Any, Any] = {}
         self.violations: list[str] = []
         self._pending: dict[Any, str] = {}
-        self._next_id = 0
+        self._next_id = 1000  # raw frames in tests use small ids
         self._reader = asyncio.create_task(self._read())
         self._changed = asyncio.Event()
         self.closed_code: int | None = None
@@ -167,6 +167,9 @@ class WsClient:
                 client._reader.cancel()
                 with contextlib.suppress(BaseException):
                     await client._reader
+        from tests.support.invariants import check_frames
+
+        client.violations += check_frames(client.frames)
         assert not client.violations, client.violations
 
     async def _read(self) -> None:
@@ -220,12 +223,12 @@ class WsClient:
         self._next_id += 1
         return self._next_id
 
-    async def request(self, method: str, params: Any = None, *, id: Any = None, expect_error: bool | None = False) -> dict[str, Any]:
+    async def request(self, method: str, params: Any = None, *, id: Any = "auto", expect_error: bool | None = False) -> dict[str, Any]:
         """Send a request and wait for its response (the whole response object).
 
         ``expect_error``: False asserts success, True asserts an error, None accepts both.
         """
-        rid = self.new_id() if id is None else id
+        rid = self.new_id() if id == "auto" else id
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
             msg["params"] = params

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current == expected:
             continue
-        rel = path.relative_to(ROOT)
+        rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         if args.check:
             drifted = True
             sys.stdout.writelines(difflib.unified_diff(

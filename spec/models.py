@@ -1,4 +1,4 @@
-# GENERATED from spec/protocol.schema.json (sha256 6e07ba8acf400b0bd4e2e8d358f4216bdfc4a8b40de16136131874ad7170ba67) -- DO NOT EDIT.
+# GENERATED from spec/protocol.schema.json (sha256 82d34be2239c437a2f3d2f27b40a7cff7dab856cab0765c135547dd1a60f038f) -- DO NOT EDIT.
 # Regenerate with `python -m spec.codegen` (or `make regen`).
 
 from __future__ import annotations

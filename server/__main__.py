@@ -32,6 +32,12 @@ class _Server(uvicorn.Server):
         self._app = app
         self._drain_s = drain_s
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # uvicorn re-raises a captured signal after its shutdown, which would make
+        # the exit status -SIGTERM; a clean, complete shutdown exits 0 instead.
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:

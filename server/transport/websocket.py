@@ -59,13 +59,16 @@ class ConnectionRegistry:
 
 async def _writer(ws: WebSocket, outbox: _Outbox) -> None:
     queue = outbox.queue
-    while True:
-        item = await queue.get()
-        if isinstance(item, tuple):
-            _, code, reason = item
-            await ws.close(code, reason)
-            return
-        await ws.send_text(item)
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, tuple):
+                _, code, reason = item
+                await ws.close(code, reason)
+                return
+            await ws.send_text(item)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        outbox.closed = True  # the peer is gone; the reader sees the disconnect
 
 
 async def serve_websocket(ws: WebSocket, make_connection: Any, registry: ConnectionRegistry) -> None:

@@ -53,6 +53,33 @@ class SimulatorSettings(_Section):
 class OpenRouterSettings(_Section):
     base_url: str = "https://openrouter.ai/api/v1"
     model: str = "openai/gpt-4o-mini"
+    http_referer: str | None = None
+    """Sent as ``HTTP-Referer`` (app attribution); not sent when unset."""
+    x_title: str | None = "AILoop Interactive"
+    """Sent as ``X-Title`` and ``X-OpenRouter-Title`` (app name); not sent when unset."""
+    max_tokens: int = Field(4096, ge=1)
+    """Default ``max_tokens``, always sent (a session's sampling may override it)."""
+    temperature: float | None = Field(None, ge=0, le=2)
+    """Default temperature; not sent when unset (the model's default applies)."""
+    top_p: float | None = Field(None, gt=0, le=1)
+    """Default top_p; not sent when unset."""
+    tool_choice: Literal["auto", "none"] = "auto"
+    """Sent with the tools whenever a session declared any."""
+    max_retries: int = Field(2, ge=0, le=10)
+    """Extra attempts after a retryable failure, only before the first chunk."""
+    retry_base_delay_s: float = Field(0.5, ge=0)
+    """First backoff delay; doubles per attempt, with jitter."""
+    retry_max_delay_s: float = Field(8.0, ge=0)
+    """Cap on one backoff delay; a longer Retry-After is not waited for (the error,
+    with its retry hint, goes to the client instead)."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    """TCP/TLS connect timeout (also the wait for a free pooled connection)."""
+    read_timeout_s: float | None = Field(120.0, gt=0)
+    """Longest silence on the socket (keep-alive comments count); a backstop behind
+    the loop's first-chunk and idle timeouts. None disables it."""
+    max_connections: int = Field(100, ge=1)
+    """Pool size shared by all sessions."""
+    max_keepalive_connections: int = Field(20, ge=0)
 
 
 class SessionSettings(_Section):

@@ -73,10 +73,23 @@ def uvicorn_config(app: Any, settings: Settings, host: str, port: int) -> uvicor
         ws="websockets-sansio",
         ws_max_size=settings.limits.max_frame_bytes,
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.limits.heartbeat_interval_s or None,
+        ws_ping_timeout=settings.limits.heartbeat_interval_s or None,
         log_level=settings.server.log_level,
         lifespan="on",
         timeout_graceful_shutdown=max(settings.server.shutdown_drain_s, 0.1),
     )
+
+
+def _check_exposure(settings: Settings) -> None:
+    """Refuse to serve beyond loopback without authentication, unless allowed."""
+    host = settings.server.host
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if not loopback and not settings.auth.enabled and not settings.auth.allow_unauthenticated_non_loopback:
+        raise ConfigError(
+            f"refusing to listen on {host} with authentication off: enable auth.enabled (tokens from "
+            "AILOOP_AUTH_TOKENS) or set auth.allow_unauthenticated_non_loopback: true"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["port"] = args.port
     try:
         settings = load_settings(args.config, **({"server": overrides} if overrides else {}))
+        _check_exposure(settings)
         app = create_app(settings)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ layer; the layers below receive plain values.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,13 +16,15 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.loop.engine import LoopConfig
 from server.loop.provider import ModelProvider
 from server.session.connection import RpcConnection
 from server.session.handlers import ServerInfo
 from server.session.manager import InteractiveSessionManager, SessionLimits
-from server.transport.websocket import ConnectionRegistry, serve_websocket
+from server.session.outbox import Outbox
+from server.transport.auth import Authenticator, load_token_hashes
+from server.transport.websocket import ConnectionRegistry, EdgeLimits, serve_websocket
 
 __all__ = ["build_provider", "create_app"]
 
@@ -63,16 +66,19 @@ def _outgoing_validator() -> Any:
 def create_app(settings: Settings, provider: ModelProvider | None = None) -> FastAPI:
     """Build the ASGI app. ``provider`` overrides the configured backend (tests)."""
     provider = provider if provider is not None else build_provider(settings)
-    ai, lim = settings.ai, settings.limits
+    ai, lim, ses = settings.ai, settings.limits, settings.session
     manager = InteractiveSessionManager(
         provider,
         loop_config=LoopConfig(
             first_chunk_timeout_s=ai.first_chunk_timeout_s,
             idle_timeout_s=ai.idle_timeout_s,
             turn_timeout_s=ai.turn_timeout_s,
-            max_history_messages=settings.session.max_history_messages,
+            max_history_messages=ses.max_history_messages,
+            tool_result_timeout_s=lim.tool_result_timeout_s or None,
+            max_pending_tool_calls=lim.max_pending_tool_calls,
         ),
-        limits=SessionLimits(lim.max_sessions, lim.max_sessions_per_connection),
+        limits=SessionLimits(lim.max_sessions, lim.max_sessions_per_connection, ses.resume_grace_s,
+                             ses.replay_log_size, ses.max_lifetime_s),
         validate=_outgoing_validator() if settings.server.validate_outgoing else None,
     )
     info = ServerInfo(
@@ -84,12 +90,37 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
             "maxSessionsPerConnection": lim.max_sessions_per_connection,
             "maxSessions": lim.max_sessions,
             "maxMessageChars": lim.max_message_chars,
-            "maxHistoryMessages": settings.session.max_history_messages,
+            "maxHistoryMessages": ses.max_history_messages,
             "maxBatchSize": lim.max_batch_size,
             "maxToolsPerSession": lim.max_tools_per_session,
+            "maxConnections": lim.max_connections,
+            "maxPendingToolCalls": lim.max_pending_tool_calls,
+            "requestsPerSecond": lim.requests_per_s,
+            "requestBurst": lim.request_burst,
+            "idleTimeoutMs": int(lim.idle_timeout_s * 1000),
+            "toolResultTimeoutMs": int(lim.tool_result_timeout_s * 1000),
+            "sessionMaxLifetimeMs": int(ses.max_lifetime_s * 1000),
+            "resumeGraceMs": int(ses.resume_grace_s * 1000),
+            "replayLogSize": ses.replay_log_size,
+            "outboundHighWater": lim.outbound_high_water,
+            "outboundMaxBytes": lim.outbound_max_bytes,
+            "heartbeatIntervalMs": int(lim.heartbeat_interval_s * 1000),
         },
+        auth=("bearer",) if settings.auth.enabled else (),
     )
     registry = ConnectionRegistry()
+    hashes = {hashlib.sha256(t.get_secret_value().encode()).digest() for t in settings.auth_tokens}
+    if settings.auth.token_hashes_file:
+        try:
+            hashes |= load_token_hashes(settings.auth.token_hashes_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"auth.token_hashes_file: cannot read token hashes ({exc})") from None
+    if settings.auth.enabled and not hashes:
+        raise ConfigError("auth.enabled is true but no token is configured: set AILOOP_AUTH_TOKENS "
+                          "or auth.token_hashes_file")
+    auth = Authenticator(enabled=settings.auth.enabled, token_hashes=hashes,
+                         allowed_origins=settings.auth.allowed_origins)
+    edge = EdgeLimits(lim.max_connections, lim.idle_timeout_s, lim.outbound_high_water, lim.outbound_max_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,15 +135,18 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     app.state.registry = registry
     app.state.provider = provider
 
-    def make_connection(send: Any) -> RpcConnection:
-        return RpcConnection(manager, info, send, max_batch=lim.max_batch_size)
+    def make_connection(outbox: Outbox) -> RpcConnection:
+        return RpcConnection(manager, info, outbox, max_batch=lim.max_batch_size,
+                             rate=lim.requests_per_s, burst=lim.request_burst)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({
             "status": "ok",
             "sessions": manager.count,
+            "detached": manager.detached,
             "connections": len(registry),
+            "queuedBytes": registry.queued_bytes(),
             "runningTurns": manager.running_tasks(),
             "backend": provider.name,
             "version": VERSION,
@@ -120,6 +154,6 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
 
     @app.websocket("/ws")
     async def ws_endpoint(ws: WebSocket) -> None:
-        await serve_websocket(ws, make_connection, registry)
+        await serve_websocket(ws, make_connection, registry, auth, edge)
 
     return app

@@ -48,6 +48,21 @@ class SimulatorSettings(_Section):
     first_chunk_ms: float = Field(0.0, ge=0)
     chunk_interval_ms: float = Field(0.0, ge=0)
     model: str = "simulator-1"
+    scenario: str = "default"
+    """A built-in scenario (default, tools, faults, chatty) or a YAML file path
+    (docs/simulator.md). A scenario's own ``timing:`` wins over the timing keys here."""
+    first_chunk_p99_ms: float | None = Field(None, gt=0)
+    """Set: the time to first chunk is lognormal with median ``first_chunk_ms``."""
+    chunk_interval_p99_ms: float | None = Field(None, gt=0)
+    """Set: the chunk interval is lognormal with median ``chunk_interval_ms``."""
+    tokens_per_second: float | None = Field(None, gt=0)
+    """Set: each chunk also waits (its tokens) / tokens_per_second."""
+    load_threshold: int = Field(0, ge=0)
+    load_slowdown: float = Field(0.0, ge=0)
+    """Delays grow by ``1 + load_slowdown * max(0, streams - load_threshold)``; 0: off."""
+    load_max_factor: float | None = Field(None, ge=1)
+    keepalive_ms: float = Field(1000.0, gt=0)
+    """HTTP face: interval of ``: OPENROUTER PROCESSING`` comments before the first chunk."""
 
 
 class OpenRouterSettings(_Section):
@@ -84,6 +99,13 @@ class OpenRouterSettings(_Section):
 
 class SessionSettings(_Section):
     max_history_messages: int = Field(200, ge=2)
+    resume_grace_s: float = Field(0.0, ge=0)
+    """How long a session outlives its connection, detached, waiting for
+    attachSession; 0 releases it at once."""
+    replay_log_size: int = Field(1000, ge=1)
+    """Notifications kept per session for replay after a reconnect."""
+    max_lifetime_s: float = Field(0.0, ge=0)
+    """A session older than this is ended (reason max_lifetime); 0 disables."""
 
 
 class LimitSettings(_Section):
@@ -93,6 +115,34 @@ class LimitSettings(_Section):
     max_sessions: int = Field(10_000, ge=1)
     max_batch_size: int = Field(64, ge=1)
     max_tools_per_session: int = Field(128, ge=0)
+    max_connections: int = Field(10_000, ge=1)
+    max_pending_tool_calls: int = Field(64, ge=1)
+    requests_per_s: float = Field(50.0, ge=0)
+    """Sustained requests per connection (token bucket); 0 disables."""
+    request_burst: int = Field(100, ge=1)
+    idle_timeout_s: float = Field(600.0, ge=0)
+    """Close a connection with no frame either way for this long; 0 disables."""
+    tool_result_timeout_s: float = Field(600.0, ge=0)
+    """How long a turn waits for tool results; 0 waits for ever."""
+    outbound_high_water: int = Field(256, ge=1)
+    """Queued frames per connection past which text chunks are merged."""
+    outbound_max_bytes: int = Field(8 << 20, ge=1024)
+    """Queued bytes per connection past which it is closed with 1008."""
+    heartbeat_interval_s: float = Field(20.0, ge=0)
+    """WebSocket ping interval (and pong timeout); 0 disables."""
+
+
+class AuthSettings(_Section):
+    enabled: bool = False
+    """Require a bearer token. Tokens come from the AILOOP_AUTH_TOKENS environment
+    variable (comma-separated) and/or ``token_hashes_file``; never from this file."""
+    token_hashes_file: str | None = None
+    """File of accepted tokens' SHA-256 hex digests, one per line (# comments)."""
+    allowed_origins: list[str] = []
+    """Origins a browser may connect from (exact, e.g. https://app.example.com, or
+    "*"). Empty: only same-origin pages; clients that send no Origin are allowed."""
+    allow_unauthenticated_non_loopback: bool = False
+    """Allow binding to a non-loopback address with authentication off."""
 
 
 class Settings(BaseSettings):
@@ -108,6 +158,7 @@ class Settings(BaseSettings):
     openrouter: OpenRouterSettings = OpenRouterSettings()
     session: SessionSettings = SessionSettings()
     limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -120,6 +171,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file (passed as init kwargs).
         return (env_settings, init_settings)
+
+    @property
+    def auth_tokens(self) -> list[SecretStr]:
+        raw = os.environ.get("AILOOP_AUTH_TOKENS", "")
+        return [SecretStr(t.strip()) for t in raw.split(",") if t.strip()]
 
     @property
     def openrouter_api_key(self) -> SecretStr | None:
@@ -160,6 +216,11 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"configuration {source} must be a mapping of sections")
+        if isinstance(loaded.get("auth"), dict) and "tokens" in loaded["auth"]:
+            raise ConfigError(
+                f"invalid configuration in {source}:\n  auth.tokens: tokens are never read from the "
+                "file; set AILOOP_AUTH_TOKENS or auth.token_hashes_file"
+            )
         if isinstance(loaded.get("openrouter"), dict) and "api_key" in loaded["openrouter"]:
             raise ConfigError(
                 f"invalid configuration in {source}:\n  openrouter.api_key: secrets are never read "

@@ -90,6 +90,9 @@ def render_protocol_doc(schema: dict[str, Any]) -> str:
     out += ["", "## Error codes", "", "| code | name | retryable | meaning |", "|---|---|---|---|"]
     for e in schema["x-error-codes"]:
         out.append(f"| {e['code']} | `{e['name']}` | {'yes' if e['retryable'] else 'no'} | {e['meaning']} |")
+    hs = schema.get("x-handshake")
+    if hs:
+        out += ["", "## Handshake", "", f"Endpoint `{hs['path']}`, subprotocol `{hs['subprotocol']}` (optional). {hs['auth']}"]
     out += ["", "## WebSocket close codes", "", "| code | meaning |", "|---|---|"]
     for c in schema["x-close-codes"]:
         out.append(f"| {c['code']} | {c['meaning']} |")

@@ -1,4 +1,4 @@
-# GENERATED from spec/protocol.schema.json (sha256 82d34be2239c437a2f3d2f27b40a7cff7dab856cab0765c135547dd1a60f038f) -- DO NOT EDIT.
+# GENERATED from spec/protocol.schema.json (sha256 72b1d0e702484b5bd9c49d1c46949f95d73e12181e6c88e91b923833d0661a51) -- DO NOT EDIT.
 # Regenerate with `python -m spec.codegen` (or `make regen`).
 
 from __future__ import annotations
@@ -167,6 +167,15 @@ class Capabilities(BaseModel):
     """
     The AI backend this server runs on (`simulator` or `openrouter`).
     """
+    resume: bool
+    """
+    attachSession with replay is supported.
+    """
+    idempotency: bool
+    auth: list[str]
+    """
+    Accepted credentials: `bearer` (Authorization header, `ailoop.bearer.<token>` subprotocol, or `token` query parameter); empty when authentication is off.
+    """
 
 
 class Limits(BaseModel):
@@ -196,6 +205,51 @@ class Limits(BaseModel):
     """
     maxBatchSize: Annotated[int, Field(ge=1)]
     maxToolsPerSession: Annotated[int, Field(ge=0)]
+    maxConnections: Annotated[int, Field(ge=1)]
+    """
+    Open WebSocket connections per server process; more are refused at the handshake with HTTP 503.
+    """
+    maxPendingToolCalls: Annotated[int, Field(ge=1)]
+    """
+    Tool calls one model step may ask for; more end the turn with LIMIT_REACHED.
+    """
+    requestsPerSecond: Annotated[float, Field(ge=0.0)]
+    """
+    Sustained request rate per connection (token bucket); over it requests get RATE_LIMITED and client notifications are dropped.
+    """
+    requestBurst: Annotated[int, Field(ge=1)]
+    idleTimeoutMs: Annotated[int, Field(ge=0)]
+    """
+    A connection with no frame in either direction for this long is closed with 1000 (reason idle_timeout); 0 disables.
+    """
+    toolResultTimeoutMs: Annotated[int, Field(ge=0)]
+    """
+    How long a turn waits for tool results before ending with TOOL_RESULT_TIMEOUT; 0 waits for ever.
+    """
+    sessionMaxLifetimeMs: Annotated[int, Field(ge=0)]
+    """
+    A session older than this is ended (reason max_lifetime); 0 disables.
+    """
+    resumeGraceMs: Annotated[int, Field(ge=0)]
+    """
+    How long a session outlives its connection, detached, waiting for attachSession; 0 releases it at once.
+    """
+    replayLogSize: Annotated[int, Field(ge=1)]
+    """
+    Notifications kept per session for replay.
+    """
+    outboundHighWater: Annotated[int, Field(ge=1)]
+    """
+    Frames queued for one connection past which text chunks of the same message are merged.
+    """
+    outboundMaxBytes: Annotated[int, Field(ge=1)]
+    """
+    Bytes queued for one connection past which it is closed with 1008 (its sessions are detached).
+    """
+    heartbeatIntervalMs: Annotated[int, Field(ge=0)]
+    """
+    WebSocket ping interval; a peer that does not answer within the same time is disconnected. 0 disables.
+    """
 
 
 class ErrorObject(BaseModel):
@@ -404,6 +458,10 @@ class StartSessionResult(BaseModel):
     """
     Names of the declared tools.
     """
+    resumeToken: Annotated[str, Field(min_length=16)]
+    """
+    Secret needed to attachSession to this session from another connection. Distinct from the session id; keep it private. The server stores only its hash.
+    """
 
 
 class StartSessionRequest(BaseModel):
@@ -436,6 +494,10 @@ class SendUserMessageParams(BaseModel):
     Opaque id of a session, chosen by the server.
     """
     content: Annotated[str, Field(min_length=1)]
+    idempotencyKey: Annotated[str | None, Field(max_length=128, min_length=1)] = None
+    """
+    Client-chosen key that makes a retry safe: a request repeated with the same key (e.g. after a reconnect) gets the first request's result and has no second effect. Keys are remembered per session (the last 256).
+    """
 
 
 class SendUserMessageResult(BaseModel):
@@ -496,6 +558,10 @@ class ProvideToolResultParams(BaseModel):
     isError: bool | None = None
     """
     The tool failed; `result` describes the failure. The model is told so.
+    """
+    idempotencyKey: Annotated[str | None, Field(max_length=128, min_length=1)] = None
+    """
+    Client-chosen key that makes a retry safe: a request repeated with the same key (e.g. after a reconnect) gets the first request's result and has no second effect. Keys are remembered per session (the last 256).
     """
 
 
@@ -893,3 +959,155 @@ class ErrorNotification(BaseModel):
     jsonrpc: Literal["2.0"]
     method: Literal["ErrorNotification"]
     params: ErrorParams
+
+
+class AttachSessionParams(BaseModel):
+    """
+    Params of `attachSession`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    sessionId: Annotated[str, Field(max_length=128, min_length=1, title="SessionId")]
+    """
+    Opaque id of a session, chosen by the server.
+    """
+    resumeToken: Annotated[str, Field(max_length=256, min_length=1)]
+    afterSeq: Annotated[int, Field(ge=0)]
+    """
+    The seq of the last notification the client has; 0 replays everything still in the log.
+    """
+
+
+class AttachSessionResult(BaseModel):
+    """
+    Result of `attachSession`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    sessionId: Annotated[str, Field(max_length=128, min_length=1, title="SessionId")]
+    """
+    Opaque id of a session, chosen by the server.
+    """
+    status: SessionStatus
+    lastSeq: Annotated[int, Field(ge=0)]
+    """
+    Seq of the session's last notification at the time of attaching.
+    """
+    replayed: Annotated[int, Field(ge=0)]
+    """
+    How many notifications are replayed after this response.
+    """
+    turnId: TurnId | None
+
+
+class AttachSessionRequest(BaseModel):
+    """
+    Attach a session to this connection after a reconnect, with the resumeToken from startSession. The response comes first; then every notification of the session with seq > afterSeq is replayed in order, then the session continues live on this connection (REPLAY-1). A session still attached to another connection is taken over (that connection receives nothing more of it). A wrong token or an unknown session gets SESSION_NOT_FOUND; a cursor older than the replay log gets REPLAY_WINDOW_EXPIRED with the oldest seq still available and a snapshot of the session; a cursor beyond the last seq gets INVALID_PARAMS.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    jsonrpc: Literal["2.0"]
+    id: Annotated[str | int | float | None, Field(title="RequestId")]
+    """
+    A JSON-RPC request id: a string, a number or null (JSON-RPC 2.0 §4). Booleans, objects and arrays are not ids. Numbers should be integers; null is discouraged by JSON-RPC 2.0 but accepted and echoed.
+    """
+    method: Literal["attachSession"]
+    params: AttachSessionParams
+
+
+class PingParams(BaseModel):
+    """
+    Params of `ping`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    data: Any | None = None
+    """
+    Anything; echoed back.
+    """
+
+
+class PingResult(BaseModel):
+    """
+    Result of `ping`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    pong: Literal[True]
+    serverTimeMs: int
+    """
+    Server wall clock, milliseconds since the Unix epoch.
+    """
+    data: Any | None = None
+    """
+    The data sent, if any.
+    """
+
+
+class PingRequest(BaseModel):
+    """
+    Application-level heartbeat: answered at once with pong. Any request also counts as activity for the idle timeout.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    jsonrpc: Literal["2.0"]
+    id: Annotated[str | int | float | None, Field(title="RequestId")]
+    """
+    A JSON-RPC request id: a string, a number or null (JSON-RPC 2.0 §4). Booleans, objects and arrays are not ids. Numbers should be integers; null is discouraged by JSON-RPC 2.0 but accepted and echoed.
+    """
+    method: Literal["ping"]
+    params: PingParams | None = None
+
+
+class PendingToolCall(BaseModel):
+    """
+    A tool call awaiting a result.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    toolCallId: Annotated[str, Field(max_length=256, min_length=1, title="ToolCallId")]
+    """
+    Id of one tool call, as generated by the model provider.
+    """
+    name: str
+    arguments: JsonObject
+
+
+class SessionSnapshot(BaseModel):
+    """
+    The state of a session, given when its replay window has passed: enough to rebuild a UI and attach again with afterSeq = lastSeq.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    sessionId: Annotated[str, Field(max_length=128, min_length=1, title="SessionId")]
+    """
+    Opaque id of a session, chosen by the server.
+    """
+    status: SessionStatus
+    turnId: TurnId | None
+    lastSeq: Annotated[int, Field(ge=0)]
+    oldestSeq: Annotated[int, Field(ge=0)]
+    """
+    Oldest seq still in the replay log (0 when the log is empty).
+    """
+    pendingToolCalls: list[PendingToolCall]
+    messages: list[JsonObject]
+    """
+    The conversation so far in OpenAI chat format (system prompt excluded).
+    """

@@ -67,6 +67,18 @@ class LoopConfig:
     """Longest total time spent streaming from the provider in one turn (tool waits
     and pauses excluded)."""
     max_history_messages: int = 200
+    tool_result_timeout_s: float | None = None
+    """How long a turn waits for all tool results of a step (None: for ever)."""
+    max_pending_tool_calls: int = 64
+    """Tool calls one model step may ask for."""
+
+
+class _TurnFailed(Exception):
+    """The turn cannot go on for a reason that is not the provider's."""
+
+    def __init__(self, kind: str, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.retryable = kind, message, retryable
 
 
 class LoopStateError(Exception):
@@ -137,6 +149,13 @@ class AILoop:
     @property
     def turn_id(self) -> str | None:
         return self._turn.id if self._turn else None
+
+    def pending_tool_calls(self) -> list[ToolCall]:
+        """Tool calls of the current step still waiting for a result."""
+        turn = self._turn
+        if turn is None:
+            return []
+        return [c for i, c in turn.pending.items() if i not in turn.results]
 
     @property
     def has_running_task(self) -> bool:
@@ -275,14 +294,21 @@ class AILoop:
                 if reason != "tool_calls":
                     break
                 await self._set_status("awaiting_tool_results", turn.id)
-                await turn.results_ready.wait()
-                for call_id, (result, is_error) in turn.results.items():
+                try:
+                    async with asyncio.timeout(self.config.tool_result_timeout_s):
+                        await turn.results_ready.wait()
+                except TimeoutError:
+                    raise _TurnFailed("tool_timeout", "tool results did not arrive in time", False) from None
+                for call_id in turn.pending:  # in the order the model asked, not of arrival
+                    result, is_error = turn.results[call_id]
                     self.conversation.add_tool_result(call_id, result, is_error)
                 turn.pending, turn.results = {}, {}
                 turn.results_ready.clear()
                 await self._set_status("streaming", turn.id)
         except ProviderError as exc:
             await self._fail(turn, exc.kind, exc.message, exc.retryable, exc.retry_after_s)
+        except _TurnFailed as exc:
+            await self._fail(turn, exc.kind, exc.message, exc.retryable, None)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: end the turn, keep the session
@@ -340,6 +366,10 @@ class AILoop:
                         turn.partial_text.append(ev.text)
                         await self._out(AIChunk(turn.id, message_id, ev.text))
                 elif isinstance(ev, ToolCall):
+                    if len(turn.step_calls) >= self.config.max_pending_tool_calls:
+                        raise _TurnFailed(
+                            "limit", f"the model asked for more than {self.config.max_pending_tool_calls} tool calls", False
+                        )
                     turn.step_calls.append(ev)
                     turn.pending[ev.id] = ev
                     await self._out(ToolCallGenerated(turn.id, message_id, ev.id, ev.name, ev.arguments))

@@ -8,7 +8,10 @@
     ├── MethodNotFound            -32601
     ├── InvalidParams             -32602
     ├── InternalError             -32603
-    └── application errors        -32001 .. -32099 (see spec x-error-codes)
+    └── application errors        -32001 .. -32099 (see spec x-error-codes):
+        SessionNotFound, InvalidSessionState, UnknownToolCall, LimitReached,
+        UnsupportedProtocolVersion, ReplayWindowExpiredError, RateLimited,
+        IdempotencyConflict
 
 The codes, names and retryability come from ``spec/protocol.schema.json``; a test
 checks this module against the spec. Raise these from handlers; the connection
@@ -35,6 +38,13 @@ __all__ = [
     "SESSION_NOT_FOUND",
     "UNKNOWN_TOOL_CALL",
     "UNSUPPORTED_PROTOCOL_VERSION",
+    "REPLAY_WINDOW_EXPIRED",
+    "RATE_LIMITED",
+    "IDEMPOTENCY_CONFLICT",
+    "TOOL_RESULT_TIMEOUT",
+    "IdempotencyConflict",
+    "RateLimited",
+    "ReplayWindowExpiredError",
     "InternalError",
     "InvalidParams",
     "InvalidRequest",
@@ -76,6 +86,14 @@ PROVIDER_TIMEOUT = -32008
 """The AI provider did not answer in time."""
 UNSUPPORTED_PROTOCOL_VERSION = -32009
 """initialize asked for a protocol version this server does not speak."""
+REPLAY_WINDOW_EXPIRED = -32010
+"""attachSession with a cursor older than the replay log."""
+RATE_LIMITED = -32011
+"""Too many requests on this connection."""
+IDEMPOTENCY_CONFLICT = -32012
+"""An idempotency key reused with different params."""
+TOOL_RESULT_TIMEOUT = -32013
+"""Tool results did not arrive in time (ErrorNotification only)."""
 
 
 class RpcError(Exception):
@@ -154,3 +172,25 @@ class UnsupportedProtocolVersion(RpcError):
 
     def __init__(self, supported: list[int]) -> None:
         super().__init__("unsupported protocol version", {"supported": supported})
+
+
+class ReplayWindowExpiredError(RpcError):
+    code = REPLAY_WINDOW_EXPIRED
+
+    def __init__(self, oldest_seq: int, snapshot: dict[str, Any]) -> None:
+        super().__init__("replay window expired", {"oldestSeq": oldest_seq, "snapshot": snapshot})
+
+
+class RateLimited(RpcError):
+    code = RATE_LIMITED
+    retryable = True
+
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__("rate limit exceeded", {"retryAfterMs": retry_after_ms})
+
+
+class IdempotencyConflict(RpcError):
+    code = IDEMPOTENCY_CONFLICT
+
+    def __init__(self) -> None:
+        super().__init__("idempotencyKey reused with different params")

@@ -1,18 +1,17 @@
 """DelegateBridge: turns one session's AILoop events into JSON-RPC notifications.
 
 The bridge is the loop's delegate (its ``emit`` callback). It numbers the
-session's notifications (``seq`` starts at 1 and rises by exactly 1), serializes
-each frame once, and hands it to the connection's outbound queue. It is
+session's notifications (``seq`` starts at 1 and rises by exactly 1), keeps them in
+the session's replay log, and hands them to the connection's outbox. It is
 synchronous: the order events are emitted in is the order frames are queued in.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from server.loop.events import (
     AIChunk,
@@ -25,8 +24,9 @@ from server.loop.events import (
     ToolCallGenerated,
 )
 from server.protocol import errors
+from server.session.outbox import Note, Outbox
 
-__all__ = ["DelegateBridge", "error_code_for"]
+__all__ = ["DelegateBridge", "ReplayWindowExpired", "error_code_for"]
 
 log = logging.getLogger("ailoop.bridge")
 
@@ -37,6 +37,8 @@ _KIND_TO_CODE = {
     "truncated": errors.PROVIDER_UNAVAILABLE,
     "timeout": errors.PROVIDER_TIMEOUT,
     "internal": errors.INTERNAL_ERROR,
+    "limit": errors.LIMIT_REACHED,
+    "tool_timeout": errors.TOOL_RESULT_TIMEOUT,
 }
 
 
@@ -46,27 +48,61 @@ def error_code_for(kind: str) -> int:
     return _KIND_TO_CODE.get(kind, errors.PROVIDER_ERROR)
 
 
-class DelegateBridge:
-    """The delegate of one session's AILoop."""
+class ReplayWindowExpired(Exception):
+    """The requested cursor is older than the replay log."""
 
-    __slots__ = ("session_id", "seq", "_send", "ended", "_validate")
+    def __init__(self, oldest_seq: int) -> None:
+        super().__init__(f"replay log starts at seq {oldest_seq}")
+        self.oldest_seq = oldest_seq
+
+
+class DelegateBridge:
+    """The delegate of one session's AILoop: numbers, logs and delivers its notifications.
+
+    Each event becomes a :class:`Note` with the session's next ``seq``, appended to the
+    session's bounded replay log and pushed to the connection's outbox if the session
+    is attached (``sink``). Detached, notes only go to the log, to be replayed by
+    :meth:`attach`.
+    """
+
+    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last")
 
     def __init__(
         self,
         session_id: str,
-        send: Callable[[str], None],
+        sink: Outbox | None = None,
         validate: Callable[[dict[str, Any]], None] | None = None,
+        log_size: int = 1000,
     ) -> None:
         self.session_id = session_id
         self.seq = 0
-        """The seq of the last notification sent (0 before the first)."""
-        self._send = send
+        """The seq of the last notification (0 before the first)."""
+        self.log: deque[Note] = deque(maxlen=log_size)
+        self.sink = sink
         self.ended = False
         self._validate = validate
+        self._last: Note | None = None
+
+    @property
+    def oldest_seq(self) -> int:
+        return self.log[0].seq if self.log else self.seq + 1
 
     def __call__(self, event: LoopEvent) -> None:
         if self.ended:
             log.error("event %s after the session ended; dropped", event.name)
+            return
+        sink = self.sink
+        if (
+            type(event) is AIChunk
+            and not event.is_final
+            and sink is not None
+            and sink.congested
+            and self._last is not None
+            and self._last.mergeable(event.message_id)
+        ):
+            # BP-1: the reader is slow; grow the queued chunk instead of queueing another.
+            self._last.params["chunk"] += event.text  # type: ignore[index]
+            sink.grew(len(event.text))
             return
         params = self._params(event)
         if params is None:
@@ -74,12 +110,41 @@ class DelegateBridge:
         self.seq += 1
         params["seq"] = self.seq
         method = params.pop("_method")
-        message = {"jsonrpc": "2.0", "method": method, "params": params}
         if self._validate is not None:
-            self._validate(message)
-        self._send(orjson.dumps(message).decode())
-        if isinstance(event, SessionEnded):
+            self._validate({"jsonrpc": "2.0", "method": method, "params": params})
+        note = Note(self.seq, method, params)
+        self.log.append(note)
+        self._last = note
+        if sink is not None:
+            sink.push(note)
+        if type(event) is SessionEnded:
             self.ended = True
+
+    def check_cursor(self, after_seq: int) -> int:
+        """How many notes ``attach(after_seq)`` would replay.
+
+        Raises:
+            ReplayWindowExpired: notes after ``after_seq`` are no longer all in the log.
+            ValueError: ``after_seq`` is beyond the last seq.
+        """
+        if after_seq > self.seq:
+            raise ValueError(f"afterSeq {after_seq} is beyond the last seq {self.seq}")
+        if after_seq + 1 < self.oldest_seq:
+            raise ReplayWindowExpired(self.oldest_seq if self.log else 0)
+        return self.seq - after_seq
+
+    def attach(self, sink: Outbox, after_seq: int) -> int:
+        """Replay every note with seq > ``after_seq`` into ``sink``, then deliver live
+        there. Synchronous, so nothing can slip between replay and live delivery."""
+        count = self.check_cursor(after_seq)
+        for note in list(self.log)[len(self.log) - count:] if count else ():
+            sink.push(note)
+        self.sink = sink
+        return count
+
+    def detach(self) -> None:
+        self.sink = None
+        self._last = None
 
     def _params(self, ev: LoopEvent) -> dict[str, Any] | None:
         sid = self.session_id

@@ -1,8 +1,8 @@
 """RpcConnection: the JSON-RPC side of one client connection, transport-agnostic.
 
-The transport feeds it frames (``receive_text`` / ``receive_binary``) and gives it
-a ``send`` callable that queues an outgoing text frame; frames are queued in the
-order they are produced, which is the order the client receives them. This is
+The transport feeds it frames (``receive_text`` / ``receive_binary``) and drains its
+:class:`Outbox`; frames are queued in the order they are produced, which is the
+order the client receives them. This is
 the single place where exceptions become JSON-RPC errors.
 """
 
@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from server.protocol.errors import InternalError, InvalidParams, InvalidRequest, MethodNotFound, RpcError
+from server.protocol.errors import InternalError, InvalidParams, InvalidRequest, MethodNotFound, RateLimited, RpcError
 from server.protocol.jsonrpc import Call, Rejected, encode, error_response, parse_frame, success_response
 from server.session.handlers import HANDLERS, Reply, ServerInfo
 from server.session.manager import InteractiveSessionManager
+from server.session.outbox import Outbox
 
 __all__ = ["RpcConnection"]
 
 log = logging.getLogger("ailoop.connection")
 
-_PARAMS_OPTIONAL = {"initialize", "startSession"}
+_PARAMS_OPTIONAL = {"initialize", "startSession", "ping"}
 
 
 def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -35,21 +37,44 @@ def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     ][:20]
 
 
+class _TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """Take a token; returns 0, or the seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
 class RpcConnection:
     def __init__(
         self,
         manager: InteractiveSessionManager,
         info: ServerInfo,
-        send: Callable[[str], None],
+        outbox: Outbox,
         *,
         max_batch: int = 64,
+        rate: float = 0.0,
+        burst: int = 100,
     ) -> None:
         self.connection_id = "c_" + secrets.token_urlsafe(9)
         self.manager = manager
         self.info = info
-        self.send = send
+        self.outbox = outbox
+        self.send = outbox.send
         self.max_batch = max_batch
         self.closed = False
+        self._bucket = _TokenBucket(rate, burst) if rate > 0 else None
 
     async def receive_text(self, text: str) -> None:
         """Handle one text frame: dispatch its request(s), queue the response(s),
@@ -80,6 +105,10 @@ class RpcConnection:
         self.send(encode(error_response(None, InvalidRequest("Invalid Request: binary frames are not supported"))))
 
     async def _dispatch(self, call: Call) -> tuple[dict[str, Any], Callable[[], None] | None]:
+        if self._bucket is not None:
+            wait = self._bucket.take()
+            if wait:  # LIM-1 (a client notification over the rate is dropped)
+                return error_response(call.id, RateLimited(max(1, int(wait * 1000)))), None
         try:
             reply = await self._invoke(call)
         except RpcError as exc:
@@ -108,7 +137,7 @@ class RpcConnection:
         return await handler(self, parsed)
 
     async def close(self, reason: str = "disconnect") -> None:
-        """The transport is gone (or going): release every session of this connection."""
+        """The transport is gone (or going): detach or release this connection's sessions."""
         if self.closed:
             return
         self.closed = True

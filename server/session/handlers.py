@@ -8,14 +8,18 @@ output is kept behind the response that started it, ORD-2/ORD-3/TOOL-1).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from pydantic import BaseModel
 
 from server.loop.engine import LoopStateError, UnknownToolCallError
 from server.protocol.errors import (
+    IdempotencyConflict,
     InvalidParams,
     InvalidSessionState,
     LimitReached,
@@ -23,6 +27,7 @@ from server.protocol.errors import (
     UnsupportedProtocolVersion,
 )
 from server.session.manager import InteractiveSessionManager, ServerSession
+from server.session.outbox import Outbox
 from spec import models as m
 
 __all__ = ["HANDLERS", "Context", "Handler", "Reply", "ServerInfo"]
@@ -35,8 +40,9 @@ class ServerInfo:
     name: str
     version: str
     backend: str
-    limits: dict[str, int]
+    limits: dict[str, Any]
     """The ``Limits`` object of the spec, advertised by initialize."""
+    auth: tuple[str, ...] = ()
 
 
 class Context(Protocol):
@@ -45,8 +51,7 @@ class Context(Protocol):
     connection_id: str
     manager: InteractiveSessionManager
     info: ServerInfo
-
-    def send(self, frame: str) -> None: ...
+    outbox: Outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,9 @@ async def initialize(ctx: Context, p: m.InitializeParams) -> Reply:
             "cancelTurn": True,
             "parallelToolCalls": True,
             "backends": [info.backend],
+            "resume": True,
+            "idempotency": True,
+            "auth": list(info.auth),
         },
         "limits": dict(info.limits),
     })
@@ -107,17 +115,49 @@ async def start_session(ctx: Context, p: m.StartSessionParams) -> Reply:
         given = p.sampling.model_dump(exclude_none=True)
         sampling = {_SAMPLING_KEYS[k]: v for k, v in given.items()}
     metadata = p.metadata.model_dump(mode="json") if p.metadata is not None else {}
-    session = ctx.manager.create(
+    session, token = ctx.manager.create(
         ctx.connection_id,
-        ctx.send,
+        ctx.outbox,
         system_prompt=p.systemPrompt,
         tools=tools,
         model=p.model,
         sampling=sampling,
         metadata=metadata,
     )
-    result = {"sessionId": session.id, "status": "started", "model": session.model, "tools": session.tool_names}
+    result = {"sessionId": session.id, "status": "started", "model": session.model,
+              "tools": session.tool_names, "resumeToken": token}
     return Reply(result, session.loop.start)
+
+
+async def attach_session(ctx: Context, p: m.AttachSessionParams) -> Reply:
+    session, count = ctx.manager.attach(ctx.connection_id, p.sessionId, p.resumeToken, p.afterSeq)
+    result = {"sessionId": session.id, "status": session.loop.status, "lastSeq": session.bridge.seq,
+              "replayed": count, "turnId": session.loop.turn_id}
+
+    def complete() -> None:
+        ctx.manager.complete_attach(session, ctx.connection_id, ctx.outbox, p.afterSeq)
+
+    return Reply(result, complete)
+
+
+async def ping(ctx: Context, p: m.PingParams) -> Reply:
+    result: dict[str, Any] = {"pong": True, "serverTimeMs": int(time.time() * 1000)}
+    if "data" in p.model_fields_set:
+        result["data"] = p.data
+    return Reply(result)
+
+
+def _replayed(session: ServerSession, key: str | None, params: Any) -> tuple[str, Reply | None]:
+    """IDEM-1: the stored reply of an earlier request with the same key, if any."""
+    if key is None:
+        return "", None
+    fingerprint = orjson.dumps(params.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS).decode()
+    seen = session.idempotency.get(key)
+    if seen is None:
+        return fingerprint, None
+    if seen[0] != fingerprint:
+        raise IdempotencyConflict()
+    return fingerprint, Reply(seen[1])
 
 
 async def send_user_message(ctx: Context, p: m.SendUserMessageParams) -> Reply:
@@ -127,15 +167,24 @@ async def send_user_message(ctx: Context, p: m.SendUserMessageParams) -> Reply:
             {"errors": [{"loc": "content", "msg": "too long"}], "limit": "maxMessageChars"},
         )
     session = _session(ctx, p.sessionId)
+    fingerprint, earlier = _replayed(session, p.idempotencyKey, p)
+    if earlier is not None:
+        return earlier
     try:
         turn_id = session.loop.prepare_turn(p.content)
     except LoopStateError as exc:
         raise _state_error(exc) from None
-    return Reply({"sessionId": session.id, "turnId": turn_id}, session.loop.begin_turn)
+    result = {"sessionId": session.id, "turnId": turn_id}
+    if p.idempotencyKey is not None:
+        session.remember(p.idempotencyKey, fingerprint, result)
+    return Reply(result, session.loop.begin_turn)
 
 
 async def provide_tool_result(ctx: Context, p: m.ProvideToolResultParams) -> Reply:
     session = _session(ctx, p.sessionId)
+    fingerprint, earlier = _replayed(session, p.idempotencyKey, p)
+    if earlier is not None:
+        return earlier
     try:
         pending = session.loop.provide_tool_result(p.toolCallId, p.result, bool(p.isError))
     except UnknownToolCallError:
@@ -143,6 +192,8 @@ async def provide_tool_result(ctx: Context, p: m.ProvideToolResultParams) -> Rep
     except LoopStateError as exc:
         raise _state_error(exc) from None
     result = {"sessionId": session.id, "toolCallId": p.toolCallId, "pendingToolCalls": pending}
+    if p.idempotencyKey is not None:
+        session.remember(p.idempotencyKey, fingerprint, result)
     return Reply(result, session.loop.continue_turn if pending == 0 else None)
 
 
@@ -181,7 +232,9 @@ async def cancel_turn(ctx: Context, p: m.CancelTurnParams) -> Reply:
 
 HANDLERS: dict[str, tuple[type[BaseModel], Handler]] = {
     "initialize": (m.InitializeParams, initialize),
+    "ping": (m.PingParams, ping),
     "startSession": (m.StartSessionParams, start_session),
+    "attachSession": (m.AttachSessionParams, attach_session),
     "sendUserMessage": (m.SendUserMessageParams, send_user_message),
     "provideToolResult": (m.ProvideToolResultParams, provide_tool_result),
     "stopSession": (m.StopSessionParams, stop_session),

@@ -1,54 +1,50 @@
 """The WebSocket edge: a thin pump between a Starlette WebSocket and an RpcConnection.
 
-accept → one writer task drains the connection's outbound queue to the socket;
-the reader feeds every received frame to the connection. On any disconnect the
-connection's sessions are released. No protocol logic lives here.
+handshake checks → accept → one writer task drains the connection's outbox to the
+socket while the reader feeds every received frame to the connection. On any
+disconnect the connection's sessions are detached or released. No protocol logic
+lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.session.connection import RpcConnection
+from server.session.outbox import CLOSE, Outbox
+from server.transport.auth import Authenticator
 
-__all__ = ["ConnectionRegistry", "serve_websocket"]
+__all__ = ["ConnectionRegistry", "EdgeLimits", "serve_websocket"]
 
 log = logging.getLogger("ailoop.ws")
 
-_CLOSE = object()
 
-
-class _Outbox:
-    """Unbounded FIFO of outgoing frames, with a close marker."""
-
-    __slots__ = ("queue", "closed")
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.closed = False
-
-    def send(self, frame: str) -> None:
-        if not self.closed:
-            self.queue.put_nowait(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            self.queue.put_nowait((_CLOSE, code, reason))
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    max_connections: int = 10_000
+    idle_timeout_s: float = 0.0
+    outbound_high_water: int = 256
+    outbound_max_bytes: int = 8 << 20
 
 
 class ConnectionRegistry:
     """Open connections of this process (for /healthz and graceful shutdown)."""
 
     def __init__(self) -> None:
-        self.open: dict[str, tuple[RpcConnection, _Outbox]] = {}
+        self.open: dict[str, tuple[RpcConnection, Outbox]] = {}
 
     def __len__(self) -> int:
         return len(self.open)
+
+    def queued_bytes(self) -> int:
+        return sum(o.bytes for _, o in self.open.values())
 
     async def shutdown(self, reason: str = "server_shutdown", code: int = 1001) -> None:
         """Tell every session it ended, then close every socket with ``code``."""
@@ -57,29 +53,60 @@ class ConnectionRegistry:
             outbox.close(code, "server shutdown")
 
 
-async def _writer(ws: WebSocket, outbox: _Outbox) -> None:
-    queue = outbox.queue
+async def _writer(ws: WebSocket, outbox: Outbox) -> None:
     try:
         while True:
-            item = await queue.get()
-            if isinstance(item, tuple):
-                _, code, reason = item
-                await ws.close(code, reason)
+            item = await outbox.next()
+            if type(item) is tuple and item[0] == CLOSE:
+                await ws.close(item[1], item[2])
                 return
             await ws.send_text(item)
     except (WebSocketDisconnect, RuntimeError, OSError):
         outbox.closed = True  # the peer is gone; the reader sees the disconnect
 
 
-async def serve_websocket(ws: WebSocket, make_connection: Any, registry: ConnectionRegistry) -> None:
-    await ws.accept()
-    outbox = _Outbox()
-    conn: RpcConnection = make_connection(outbox.send)
+async def serve_websocket(
+    ws: WebSocket,
+    make_connection: Callable[[Outbox], RpcConnection],
+    registry: ConnectionRegistry,
+    auth: Authenticator,
+    limits: EdgeLimits,
+) -> None:
+    verdict = auth.check(ws.headers, ws.query_params)
+    if verdict.status == 0 and len(registry) >= limits.max_connections:
+        verdict = type(verdict)(503, "too many connections")
+    if verdict.status:
+        await ws.send_denial_response(PlainTextResponse(verdict.reason, status_code=verdict.status))
+        return
+    await ws.accept(subprotocol=verdict.subprotocol)
+    outbox = Outbox(limits.outbound_high_water, limits.outbound_max_bytes)
+    conn = make_connection(outbox)
     registry.open[conn.connection_id] = (conn, outbox)
     writer = asyncio.create_task(_writer(ws, outbox), name=f"writer-{conn.connection_id}")
+    reason = "disconnect"
+
+    def overflow() -> None:
+        # BP-1: the client cannot keep up. Its queued frames are dropped (the
+        # sessions' notifications stay in their replay logs), the sessions are
+        # detached, and the socket is closed with 1008 once it can be written.
+        asyncio.get_running_loop().create_task(conn.close("slow_consumer"))
+        outbox.close(1008, "slow_consumer", discard=True)
+
+    outbox.on_overflow = overflow
+    idle = limits.idle_timeout_s or None
     try:
         while not writer.done():
-            message = await ws.receive()
+            try:
+                async with asyncio.timeout(idle):
+                    message = await ws.receive()
+            except TimeoutError:
+                if time.monotonic() - outbox.last_activity < idle:  # type: ignore[operator]
+                    continue
+                reason = "idle_timeout"
+                await conn.close("disconnect")
+                outbox.close(1000, "idle_timeout")
+                break
+            outbox.last_activity = time.monotonic()
             if message["type"] == "websocket.disconnect":
                 break
             text = message.get("text")
@@ -97,6 +124,6 @@ async def serve_websocket(ws: WebSocket, make_connection: Any, registry: Connect
         if not writer.done():
             outbox.close(1000, "")
             try:
-                await asyncio.wait_for(writer, 1.0)
-            except Exception:  # the peer is gone: nothing more can be sent
+                await asyncio.wait_for(writer, 1.0 if reason == "disconnect" else 5.0)
+            except Exception:  # the peer is gone or not reading: nothing more can be sent
                 writer.cancel()

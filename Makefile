@@ -29,3 +29,15 @@ check-generated: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Load: the seed_target scenario (10 users, simulator 50 ms to first chunk) against
+# its thresholds in load/thresholds.yaml; other scenarios: `$(PY) -m load run NAME`.
+LOAD_STAMP := $(VENV)/.installed-load
+
+$(LOAD_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,load]'
+	touch $(LOAD_STAMP)
+
+.PHONY: load
+load: $(LOAD_STAMP)
+	$(PY) -m load run seed_target

@@ -36,6 +36,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     VERSION = "0.0.0"
 
 
+class _DenialNoise(logging.Filter):
+    """uvicorn's websockets-sansio logs an error after a handshake refused with an
+    HTTP response (401/403/503), though the refusal completed; our endpoint always
+    accepts or refuses, so that line carries no information."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+_uvicorn_log = logging.getLogger("uvicorn.error")
+if not any(isinstance(f, _DenialNoise) for f in _uvicorn_log.filters):
+    _uvicorn_log.addFilter(_DenialNoise())
+
+
 def build_provider(settings: Settings) -> ModelProvider:
     """The AI provider chosen by ``ai.backend``."""
     if settings.ai.backend == "openrouter":

@@ -352,6 +352,7 @@ class AILoop:
         turn.message_id, turn.partial_text, turn.step_calls, turn.step_recorded = message_id, [], [], False
         request = ModelRequest(self.conversation.to_openai(), self.tools, self.model, self.sampling)
         finish: Finish | None = None
+        calls: list[ToolCall] = []
         first = True
         async with aclosing(self.provider.stream(request)) as stream:
             it = aiter(stream)
@@ -366,13 +367,13 @@ class AILoop:
                         turn.partial_text.append(ev.text)
                         await self._out(AIChunk(turn.id, message_id, ev.text))
                 elif isinstance(ev, ToolCall):
-                    if len(turn.step_calls) >= self.config.max_pending_tool_calls:
+                    # Held until the step finishes: a step that fails never leaves
+                    # tool calls behind without a final chunk (ORD-5).
+                    calls.append(ev)
+                    if len(calls) > self.config.max_pending_tool_calls:
                         raise _TurnFailed(
                             "limit", f"the model asked for more than {self.config.max_pending_tool_calls} tool calls", False
                         )
-                    turn.step_calls.append(ev)
-                    turn.pending[ev.id] = ev
-                    await self._out(ToolCallGenerated(turn.id, message_id, ev.id, ev.name, ev.arguments))
                 elif isinstance(ev, ReasoningDelta):
                     await self._out(ReasoningChunk(turn.id, message_id, ev.text))
                 elif isinstance(ev, Finish):
@@ -380,11 +381,19 @@ class AILoop:
                     break
         if finish is None:
             raise ProviderError("AI provider stream ended without finishing", kind="truncated", retryable=True)
-        reason = "tool_calls" if turn.step_calls else finish.reason
-        if reason == "tool_calls" and not turn.step_calls:
+        reason = "tool_calls" if calls else finish.reason
+        if reason == "tool_calls" and not calls:
             raise ProviderError("AI provider asked for tools but sent none", kind="protocol", retryable=False)
-        self.conversation.add_assistant("".join(turn.partial_text), turn.step_calls or None)
+        if not self._gate.is_set():
+            await self._gate.wait()
+        # From here to the final chunk nothing awaits: the step's tool calls and its
+        # final chunk leave together, even around a pause.
+        turn.step_calls = calls
+        self.conversation.add_assistant("".join(turn.partial_text), calls or None)
         turn.step_recorded = True
-        await self._out(AIChunk(turn.id, message_id, "", True, reason, finish.usage))  # type: ignore[arg-type]
+        for call in calls:
+            turn.pending[call.id] = call
+            self._emit(ToolCallGenerated(turn.id, message_id, call.id, call.name, call.arguments))
+        self._emit(AIChunk(turn.id, message_id, "", True, reason, finish.usage))  # type: ignore[arg-type]
         turn.message_id = None
         return reason

@@ -138,7 +138,7 @@ class DelegateBridge:
         there. Synchronous, so nothing can slip between replay and live delivery."""
         count = self.check_cursor(after_seq)
         for note in list(self.log)[len(self.log) - count:] if count else ():
-            sink.push(note)
+            sink.push(note, replay=True)
         self.sink = sink
         return count
 

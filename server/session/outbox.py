@@ -82,8 +82,12 @@ class Outbox:
         """Queue an encoded frame (a response)."""
         self._push(frame, len(frame))
 
-    def push(self, note: Note) -> None:
-        """Queue a notification."""
+    def push(self, note: Note, *, replay: bool = False) -> None:
+        """Queue a notification. Replayed notes are not counted against ``max_bytes``:
+        they are already held by their session's bounded replay log."""
+        if replay:
+            self._push(note, 0)
+            return
         params = note.params
         size = _NOTE_OVERHEAD + (len(params.get("chunk", "")) if params is not None else len(note.frame or ""))
         self._push(note, size)

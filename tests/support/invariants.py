@@ -31,8 +31,16 @@ def check_frames(frames: list[Any]) -> list[str]:
     tool_msgs: dict[str, int] = {}
     turn_terminal: dict[str, int] = {}
     for i, f in enumerate(_flatten(frames)):
-        if "result" in f and isinstance(f["result"], dict) and f["result"].get("status") == "started":
-            started_response.add(f["result"]["sessionId"])
+        result = f.get("result")
+        if isinstance(result, dict) and result.get("status") == "started" and "resumeToken" in result:
+            started_response.add(result["sessionId"])
+            continue
+        if isinstance(result, dict) and "replayed" in result:  # attachSession: replay follows
+            sid = result["sessionId"]
+            started_response.add(sid)
+            seq[sid] = result["lastSeq"] - result["replayed"]
+            status.pop(sid, None)
+            ended.discard(sid)
             continue
         if "method" not in f:
             continue
@@ -47,7 +55,7 @@ def check_frames(frames: list[Any]) -> list[str]:
         if p["seq"] != expected:
             problems.append(f"SEQ-1: {where}: expected seq {expected}")
         seq[sid] = p["seq"]
-        if expected == 1 and not (f["method"] == "SessionStatusNotification" and p["status"] == "started"):
+        if p["seq"] == 1 and not (f["method"] == "SessionStatusNotification" and p["status"] == "started"):
             problems.append(f"ORD-1: first notification of {sid} is {where}")
         if f["method"] == "SessionStatusNotification":
             new = p["status"]

@@ -18,6 +18,7 @@ import uvicorn
 
 from server.app import create_app
 from server.config import ConfigError, Settings, load_settings
+from server.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -77,6 +78,7 @@ def uvicorn_config(app: Any, settings: Settings, host: str, port: int) -> uvicor
         ws_ping_timeout=settings.limits.heartbeat_interval_s or None,
         log_level=settings.server.log_level,
         lifespan="on",
+        log_config=None,  # logging is ours (server/logs.py)
         timeout_graceful_shutdown=max(settings.server.shutdown_drain_s, 0.1),
     )
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.server.log_level, settings.server.log_format)
     config = uvicorn_config(app, settings, settings.server.host, settings.server.port)
     server = _Server(config, app, settings.server.shutdown_drain_s)
     server.run()

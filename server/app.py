@@ -121,6 +121,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
             "heartbeatIntervalMs": int(lim.heartbeat_interval_s * 1000),
         },
         auth=("bearer",) if settings.auth.enabled else (),
+        log_content=settings.server.log_content,
     )
     registry = ConnectionRegistry()
     hashes = {hashlib.sha256(t.get_secret_value().encode()).digest() for t in settings.auth_tokens}

@@ -32,6 +32,10 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     validate_outgoing: bool = False
     """Debug aid: validate every outgoing notification against the generated models."""
+    log_format: Literal["json", "text"] = "json"
+    """json: one JSON object per line with connection and session ids."""
+    log_content: bool = False
+    """Debug aid: also log message contents and tool arguments/results."""
     shutdown_drain_s: float = Field(5.0, ge=0)
     """On SIGTERM/SIGINT, how long to wait for clients to receive their last frames."""
 

@@ -122,7 +122,10 @@ class AILoop:
         model: str | None = None,
         sampling: Mapping[str, Any] | None = None,
         config: LoopConfig = LoopConfig(),
+        label: str | None = None,
     ) -> None:
+        self.label = label
+        """For logs only (the session id, when run by the server)."""
         self.provider = provider
         self._emit = emit
         self.tools = list(tools)
@@ -312,7 +315,7 @@ class AILoop:
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: end the turn, keep the session
-            log.exception("turn %s failed", turn.id)
+            log.exception("turn failed with an internal error", extra={"turnId": turn.id, "sessionId": self.label})
             await self._fail(turn, "internal", "internal error while running the turn", True, None)
         else:
             self._turn = None

@@ -184,6 +184,8 @@ class DelegateBridge:
         if isinstance(ev, SessionEnded):
             return {"_method": "SessionStatusNotification", "sessionId": sid, "status": "ended", "reason": ev.reason}
         if isinstance(ev, LoopError):
+            log.warning("turn failed", extra={"sessionId": sid, "turnId": ev.turn_id, "kind": ev.kind,
+                                              "retryable": ev.retryable})
             data: dict[str, Any] = {"retryable": ev.retryable, "kind": ev.kind}
             if ev.retry_after_s is not None:
                 data["retryAfterMs"] = int(ev.retry_after_s * 1000)

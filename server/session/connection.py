@@ -114,7 +114,8 @@ class RpcConnection:
         except RpcError as exc:
             return error_response(call.id, exc), None
         except Exception:
-            log.exception("handler for %s failed (request id %r)", call.method, call.id)
+            log.exception("handler failed", extra={"connectionId": self.connection_id,
+                                                   "method": call.method, "requestId": call.id})
             return error_response(call.id, InternalError("Internal error")), None
         return success_response(call.id, reply.result), reply.after
 

@@ -8,6 +8,7 @@ output is kept behind the response that started it, ORD-2/ORD-3/TOOL-1).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = ["HANDLERS", "Context", "Handler", "Reply", "ServerInfo"]
 
 PROTOCOL_VERSION = 1
 
+log = logging.getLogger("ailoop.handlers")
+
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
@@ -43,6 +46,7 @@ class ServerInfo:
     limits: dict[str, Any]
     """The ``Limits`` object of the spec, advertised by initialize."""
     auth: tuple[str, ...] = ()
+    log_content: bool = False
 
 
 class Context(Protocol):
@@ -170,6 +174,8 @@ async def send_user_message(ctx: Context, p: m.SendUserMessageParams) -> Reply:
     fingerprint, earlier = _replayed(session, p.idempotencyKey, p)
     if earlier is not None:
         return earlier
+    if ctx.info.log_content:
+        log.debug("user message", extra={"sessionId": session.id, "content": p.content})
     try:
         turn_id = session.loop.prepare_turn(p.content)
     except LoopStateError as exc:

@@ -155,11 +155,12 @@ class InteractiveSessionManager:
         token = secrets.token_urlsafe(32)
         bridge = DelegateBridge(session_id, sink, self._validate, self.limits.replay_log_size)
         loop = AILoop(self.provider, bridge, system_prompt=system_prompt, tools=tools, model=model,
-                      sampling=sampling, config=self.loop_config)
+                      sampling=sampling, config=self.loop_config, label=session_id)
         session = ServerSession(session_id, connection_id, loop, bridge, model or self.provider.default_model,
                                 [t["function"]["name"] for t in tools], metadata, _hash(token))
         self._sessions[session_id] = session
         owned[session_id] = session
+        log.info("session started", extra={"sessionId": session_id, "connectionId": connection_id})
         if self.limits.max_lifetime_s > 0:
             session.timers.append(asyncio.get_running_loop().call_later(
                 self.limits.max_lifetime_s, self._spawn_stop, session, "max_lifetime"))
@@ -200,7 +201,9 @@ class InteractiveSessionManager:
         self._cancel_grace(session)
         session.connection_id = connection_id
         self._by_connection.setdefault(connection_id, {})[session.id] = session
-        session.bridge.attach(sink, min(after_seq, session.bridge.seq))
+        replayed = session.bridge.attach(sink, min(after_seq, session.bridge.seq))
+        log.info("session attached", extra={"sessionId": session.id, "connectionId": connection_id,
+                                            "afterSeq": after_seq, "replayed": replayed})
 
     def _forget(self, session: ServerSession) -> None:
         self._sessions.pop(session.id, None)
@@ -219,7 +222,8 @@ class InteractiveSessionManager:
         try:
             await session.loop.stop(reason)
         except Exception:  # never let one session block the release of others
-            log.exception("stopping session %s failed", session.id)
+            log.exception("stopping session failed", extra={"sessionId": session.id})
+        log.info("session ended", extra={"sessionId": session.id, "reason": reason, "lastSeq": session.bridge.seq})
 
     def _spawn_stop(self, session: ServerSession, reason: str) -> None:
         if session.id not in self._sessions:
@@ -240,6 +244,8 @@ class InteractiveSessionManager:
         grace = self.limits.resume_grace_s if reason in ("disconnect", "slow_consumer") else 0.0
         for session in list(owned.values()):
             if grace > 0:
+                log.info("session detached", extra={"sessionId": session.id, "connectionId": connection_id,
+                                                    "graceS": grace})
                 session.connection_id = None
                 session.bridge.detach()
                 session.grace = asyncio.get_running_loop().call_later(grace, self._spawn_stop, session, "disconnect")

@@ -76,16 +76,22 @@ async def serve_websocket(
     if verdict.status == 0 and len(registry) >= limits.max_connections:
         verdict = type(verdict)(503, "too many connections")
     if verdict.status:
+        log.info("handshake refused", extra={"status": verdict.status, "reason": verdict.reason,
+                                             "peer": f"{ws.client.host}:{ws.client.port}" if ws.client else None})
         await ws.send_denial_response(PlainTextResponse(verdict.reason, status_code=verdict.status))
         return
     await ws.accept(subprotocol=verdict.subprotocol)
     outbox = Outbox(limits.outbound_high_water, limits.outbound_max_bytes)
     conn = make_connection(outbox)
     registry.open[conn.connection_id] = (conn, outbox)
+    peer = f"{ws.client.host}:{ws.client.port}" if ws.client else None
+    log.info("connection opened", extra={"connectionId": conn.connection_id, "peer": peer})
     writer = asyncio.create_task(_writer(ws, outbox), name=f"writer-{conn.connection_id}")
     reason = "disconnect"
 
     def overflow() -> None:
+        log.warning("slow consumer: closing with 1008", extra={"connectionId": conn.connection_id,
+                                                                "queuedBytes": outbox.bytes})
         # BP-1: the client cannot keep up. Its queued frames are dropped (the
         # sessions' notifications stay in their replay logs), the sessions are
         # detached, and the socket is closed with 1008 once it can be written.
@@ -117,10 +123,12 @@ async def serve_websocket(
     except WebSocketDisconnect:
         pass
     except Exception:
-        log.exception("connection %s failed", conn.connection_id)
+        log.exception("connection failed", extra={"connectionId": conn.connection_id})
     finally:
         registry.open.pop(conn.connection_id, None)
         await conn.close("disconnect")
+        log.info("connection closed", extra={"connectionId": conn.connection_id, "reason": reason,
+                                             "mergedChunks": outbox.merged})
         if not writer.done():
             outbox.close(1000, "")
             try:

@@ -23,9 +23,11 @@ test: $(STAMP)
 
 regen: $(STAMP)
 	$(PY) -m spec.codegen
+	$(PY) -m server.config
 
 check-generated: $(STAMP)
 	$(PY) -m spec.codegen --check
+	$(PY) -m server.config --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -23,12 +23,14 @@ __all__ = ["ConfigError", "Settings", "load_settings"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
+    """Address to listen on. Beyond loopback, authentication is required (see auth)."""
     port: int = Field(8765, ge=0, le=65535)
+    """TCP port; 0 picks a free one (printed at start)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     validate_outgoing: bool = False
     """Debug aid: validate every outgoing notification against the generated models."""
@@ -42,9 +44,13 @@ class ServerSettings(_Section):
 
 class AISettings(_Section):
     backend: Literal["simulator", "openrouter"] = "simulator"
+    """Which provider does the thinking."""
     first_chunk_timeout_s: float | None = Field(60.0, gt=0)
+    """Longest wait for a model step's first event (keep-alive comments don't count)."""
     idle_timeout_s: float | None = Field(60.0, gt=0)
+    """Longest gap between two events of a model step."""
     turn_timeout_s: float | None = Field(600.0, gt=0)
+    """Longest total provider streaming time in one turn (tool waits and pauses excluded)."""
 
 
 class SimulatorSettings(_Section):
@@ -103,6 +109,8 @@ class OpenRouterSettings(_Section):
 
 class SessionSettings(_Section):
     max_history_messages: int = Field(200, ge=2)
+    """Conversation messages kept per session (system prompt excluded); older whole
+    exchanges are dropped."""
     resume_grace_s: float = Field(0.0, ge=0)
     """How long a session outlives its connection, detached, waiting for
     attachSession; 0 releases it at once."""
@@ -114,13 +122,19 @@ class SessionSettings(_Section):
 
 class LimitSettings(_Section):
     max_frame_bytes: int = Field(1_048_576, ge=1024)
+    """Largest text frame; a larger one closes the connection with 1009."""
     max_message_chars: int = Field(100_000, ge=1)
+    """Longest sendUserMessage content (INVALID_PARAMS beyond)."""
     max_sessions_per_connection: int = Field(16, ge=1)
     max_sessions: int = Field(10_000, ge=1)
+    """Sessions per server process, detached ones included."""
     max_batch_size: int = Field(64, ge=1)
+    """Requests in one JSON-RPC batch."""
     max_tools_per_session: int = Field(128, ge=0)
     max_connections: int = Field(10_000, ge=1)
+    """Open WebSockets per process; more are refused at the handshake with HTTP 503."""
     max_pending_tool_calls: int = Field(64, ge=1)
+    """Tool calls one model step may ask for; more end the turn with LIMIT_REACHED."""
     requests_per_s: float = Field(50.0, ge=0)
     """Sustained requests per connection (token bucket); 0 disables."""
     request_burst: int = Field(100, ge=1)
@@ -237,3 +251,57 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format(exc, source)) from None
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"AILOOP_{section.upper()}__{key.upper()}"
+
+
+def render_config_doc() -> str:
+    """docs/configuration.md, generated from these models (``python -m server.config``)."""
+    out = [
+        "<!-- GENERATED from server/config.py by `python -m server.config` -- DO NOT EDIT. -->",
+        "",
+        "# Configuration",
+        "",
+        "The server reads a YAML file (`python -m server --config FILE`, default `config.yaml`) and",
+        "validates it at start: an unknown key or a bad value stops it with a message naming the key",
+        "(exit code 2). Every key can be overridden by an environment variable",
+        "`AILOOP_<SECTION>__<KEY>` (double underscore), which wins over the file. Lists and",
+        "nulls are given to environment variables as JSON (`AILOOP_AUTH__ALLOWED_ORIGINS='[\"https://app.example\"]'`).",
+        "",
+        "Secrets never come from the file:",
+        "",
+        "| secret | environment variable |",
+        "|---|---|",
+        "| OpenRouter API key (required with `ai.backend: openrouter`) | `OPENROUTER_API_KEY` |",
+        "| accepted bearer tokens, comma-separated (or `auth.token_hashes_file`) | `AILOOP_AUTH_TOKENS` |",
+        "",
+    ]
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        doc = (model.__doc__ or "").strip() if model is not None else ""
+        out += [f"## `{section}`", ""]
+        if doc and not doc.startswith("Usage docs"):
+            out += [doc, ""]
+        out += ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
+        for key, info in model.model_fields.items():  # type: ignore[union-attr]
+            default = info.get_default(call_default_factory=True)
+            shown = "null" if default is None else (str(default).lower() if isinstance(default, bool) else default)
+            meaning = " ".join((info.description or "").split())
+            out.append(f"| `{section}.{key}` | `{shown}` | `{_env_name(section, key)}` | {meaning} |")
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    target = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    text = render_config_doc()
+    if "--check" in sys.argv:
+        ok = target.exists() and target.read_text(encoding="utf-8") == text
+        print("docs/configuration.md is up to date" if ok else "docs/configuration.md drifted; run `make regen`")
+        raise SystemExit(0 if ok else 1)
+    target.write_text(text, encoding="utf-8")
+    print("wrote docs/configuration.md")

@@ -53,3 +53,27 @@ def test_cli_refuses_bad_config_with_exit_2(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_configuration_doc_is_generated_from_the_settings():
+    """docs/configuration.md lists every key with its default and environment variable."""
+    from server.config import Settings, render_config_doc
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert doc == render_config_doc(), "run `make regen`"
+    for section, field in Settings.model_fields.items():
+        for key in field.annotation.model_fields:
+            assert f"`{section}.{key}`" in doc and f"AILOOP_{section.upper()}__{key.upper()}" in doc
+
+
+def test_shipped_config_yaml_mentions_every_key():
+    import yaml
+
+    from server.config import Settings
+
+    text = (ROOT / "config.yaml").read_text()
+    data = yaml.safe_load(text)
+    for section, field in Settings.model_fields.items():
+        assert section in data, section
+        for key in field.annotation.model_fields:
+            assert key in text, f"{section}.{key} missing from config.yaml"

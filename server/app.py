@@ -14,11 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server.config import ConfigError, Settings
 from server.loop.engine import LoopConfig
 from server.loop.provider import ModelProvider
+from server.metrics import Metrics
 from server.session.connection import RpcConnection
 from server.session.handlers import ServerInfo
 from server.session.manager import InteractiveSessionManager, SessionLimits
@@ -81,6 +83,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     """Build the ASGI app. ``provider`` overrides the configured backend (tests)."""
     provider = provider if provider is not None else build_provider(settings)
     ai, lim, ses = settings.ai, settings.limits, settings.session
+    metrics = Metrics()
     manager = InteractiveSessionManager(
         provider,
         loop_config=LoopConfig(
@@ -94,6 +97,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         limits=SessionLimits(lim.max_sessions, lim.max_sessions_per_connection, ses.resume_grace_s,
                              ses.replay_log_size, ses.max_lifetime_s),
         validate=_outgoing_validator() if settings.server.validate_outgoing else None,
+        metrics=metrics,
     )
     info = ServerInfo(
         name="ailoop-interactive",
@@ -124,6 +128,13 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         log_content=settings.server.log_content,
     )
     registry = ConnectionRegistry()
+
+    def queue() -> tuple[int, int, int]:
+        frames, nbytes, merged = registry.queue_stats()
+        return frames, nbytes, merged + registry.merged_closed
+
+    metrics.bind(sessions_by_state=manager.by_state, connections=lambda: len(registry), queue=queue,
+                 retries=lambda: int(getattr(provider, "retries", 0)))
     hashes = {hashlib.sha256(t.get_secret_value().encode()).digest() for t in settings.auth_tokens}
     if settings.auth.token_hashes_file:
         try:
@@ -149,6 +160,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     app.state.manager = manager
     app.state.registry = registry
     app.state.provider = provider
+    app.state.metrics = metrics
 
     def make_connection(outbox: Outbox) -> RpcConnection:
         return RpcConnection(manager, info, outbox, max_batch=lim.max_batch_size,
@@ -166,6 +178,10 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
             "backend": provider.name,
             "version": VERSION,
         })
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def ws_endpoint(ws: WebSocket) -> None:

@@ -130,6 +130,8 @@ class OpenRouterProvider:
             raise ValueError("an OpenRouter API key is required")
         self.config = config
         self.default_model = config.model
+        self.retries = 0
+        """Retries made so far (exported as a metric)."""
         self._redact = Redactor(self._key.get_secret_value())
         self._client = client or httpx.AsyncClient(timeout=config.timeout, limits=config.limits)
         self._sleep = sleep or asyncio.sleep
@@ -224,6 +226,7 @@ class OpenRouterProvider:
                 if delay is None:
                     raise
                 attempt += 1
+                self.retries += 1
                 log.warning(
                     "OpenRouter attempt %d failed (%s: %s); retry %d/%d in %.2fs",
                     attempt, exc.kind, exc.message, attempt, self.config.max_retries, delay,

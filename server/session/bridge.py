@@ -24,6 +24,7 @@ from server.loop.events import (
     ToolCallGenerated,
 )
 from server.protocol import errors
+from server.metrics import Metrics, TurnClock
 from server.session.outbox import Note, Outbox
 
 __all__ = ["DelegateBridge", "ReplayWindowExpired", "error_code_for"]
@@ -65,7 +66,7 @@ class DelegateBridge:
     :meth:`attach`.
     """
 
-    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last")
+    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last", "_metrics", "_clock")
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class DelegateBridge:
         sink: Outbox | None = None,
         validate: Callable[[dict[str, Any]], None] | None = None,
         log_size: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.session_id = session_id
         self.seq = 0
@@ -82,6 +84,8 @@ class DelegateBridge:
         self.ended = False
         self._validate = validate
         self._last: Note | None = None
+        self._metrics = metrics
+        self._clock = TurnClock(metrics) if metrics is not None else None
 
     @property
     def oldest_seq(self) -> int:
@@ -107,6 +111,8 @@ class DelegateBridge:
         params = self._params(event)
         if params is None:
             return
+        if self._metrics is not None:
+            self._observe(event, params)
         self.seq += 1
         params["seq"] = self.seq
         method = params.pop("_method")
@@ -119,6 +125,24 @@ class DelegateBridge:
             sink.push(note)
         if type(event) is SessionEnded:
             self.ended = True
+
+    def _observe(self, event: LoopEvent, params: dict[str, Any]) -> None:
+        m, clock = self._metrics, self._clock
+        m.notifications += 1  # type: ignore[union-attr]
+        t = type(event)
+        if t is AIChunk:
+            if event.is_final and event.finish_reason != "tool_calls":  # type: ignore[union-attr]
+                clock.finished(event.finish_reason)  # type: ignore[union-attr,arg-type]
+            elif not clock.first_seen:  # type: ignore[union-attr]
+                clock.output()  # type: ignore[union-attr]
+        elif t is ToolCallGenerated:
+            clock.output()  # type: ignore[union-attr]
+        elif t is StatusChanged:
+            clock.status(event.status, event.turn_id)  # type: ignore[union-attr]
+        elif t is LoopError:
+            m.provider_errors.labels(str(params["code"]), event.kind).inc()  # type: ignore[union-attr]
+        elif t is SessionEnded:
+            m.sessions_ended.labels(event.reason).inc()  # type: ignore[union-attr]
 
     def check_cursor(self, after_seq: int) -> int:
         """How many notes ``attach(after_seq)`` would replay.

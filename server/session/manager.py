@@ -25,6 +25,7 @@ from server.loop.engine import AILoop, LoopConfig
 from server.loop.provider import ModelProvider
 from server.protocol.errors import InvalidParams, LimitReached, ReplayWindowExpiredError, SessionNotFound
 from server.session.bridge import DelegateBridge, ReplayWindowExpired
+from server.metrics import Metrics
 from server.session.outbox import Outbox
 
 __all__ = ["InteractiveSessionManager", "ServerSession", "SessionLimits"]
@@ -92,7 +93,9 @@ class InteractiveSessionManager:
         loop_config: LoopConfig = LoopConfig(),
         limits: SessionLimits = SessionLimits(),
         validate: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.provider = provider
         self.loop_config = loop_config
         self.limits = limits
@@ -109,6 +112,14 @@ class InteractiveSessionManager:
     @property
     def detached(self) -> int:
         return sum(1 for s in self._sessions.values() if s.connection_id is None)
+
+    def by_state(self) -> dict[str, int]:
+        """Sessions by status; detached ones are counted as ``detached``."""
+        out: dict[str, int] = {}
+        for s in self._sessions.values():
+            state = "detached" if s.connection_id is None else s.loop.status
+            out[state] = out.get(state, 0) + 1
+        return out
 
     def count_for(self, connection_id: str) -> int:
         return len(self._by_connection.get(connection_id, ()))
@@ -153,7 +164,7 @@ class InteractiveSessionManager:
             raise LimitReached("maxSessionsPerConnection", self.limits.max_sessions_per_connection)
         session_id = "s_" + secrets.token_urlsafe(12)
         token = secrets.token_urlsafe(32)
-        bridge = DelegateBridge(session_id, sink, self._validate, self.limits.replay_log_size)
+        bridge = DelegateBridge(session_id, sink, self._validate, self.limits.replay_log_size, self.metrics)
         loop = AILoop(self.provider, bridge, system_prompt=system_prompt, tools=tools, model=model,
                       sampling=sampling, config=self.loop_config, label=session_id)
         session = ServerSession(session_id, connection_id, loop, bridge, model or self.provider.default_model,

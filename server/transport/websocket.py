@@ -39,12 +39,21 @@ class ConnectionRegistry:
 
     def __init__(self) -> None:
         self.open: dict[str, tuple[RpcConnection, Outbox]] = {}
+        self.merged_closed = 0
+        """Merged chunks of connections already closed."""
 
     def __len__(self) -> int:
         return len(self.open)
 
     def queued_bytes(self) -> int:
         return sum(o.bytes for _, o in self.open.values())
+
+    def queue_stats(self) -> tuple[int, int, int]:
+        """Frames, bytes and merged chunks of the open connections' outboxes."""
+        frames = nbytes = merged = 0
+        for _, o in self.open.values():
+            frames, nbytes, merged = frames + len(o), nbytes + o.bytes, merged + o.merged
+        return frames, nbytes, merged
 
     async def shutdown(self, reason: str = "server_shutdown", code: int = 1001) -> None:
         """Tell every session it ended, then close every socket with ``code``."""
@@ -126,6 +135,7 @@ async def serve_websocket(
         log.exception("connection failed", extra={"connectionId": conn.connection_id})
     finally:
         registry.open.pop(conn.connection_id, None)
+        registry.merged_closed += outbox.merged
         await conn.close("disconnect")
         log.info("connection closed", extra={"connectionId": conn.connection_id, "reason": reason,
                                              "mergedChunks": outbox.merged})

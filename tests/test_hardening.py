@@ -211,7 +211,9 @@ async def test_slow_reader_over_the_byte_limit_is_closed_with_1008_and_can_resum
                              session={"resume_grace_s": 10, "replay_log_size": 100_000})
     async with serve(settings) as srv:
         async def settle(srv):
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(30):  # until the server gave up on this reader
+                while (await srv.health())["detached"] == 0:
+                    await asyncio.sleep(0.02)
 
         frames, code = await _stalled_reader(srv, "/sim chunks 80000\nslow", settle)
         assert code == 1008

@@ -66,7 +66,7 @@ class DelegateBridge:
     :meth:`attach`.
     """
 
-    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last", "_metrics", "_clock")
+    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last", "_metrics", "_clock", "mirror")
 
     def __init__(
         self,
@@ -86,6 +86,9 @@ class DelegateBridge:
         self._last: Note | None = None
         self._metrics = metrics
         self._clock = TurnClock(metrics) if metrics is not None else None
+        self.mirror: Callable[[Note], None] | None = None
+        """Called with every new note after it is logged (a shared session store
+        copies the log there); None by default."""
 
     @property
     def oldest_seq(self) -> int:
@@ -121,6 +124,8 @@ class DelegateBridge:
         note = Note(self.seq, method, params)
         self.log.append(note)
         self._last = note
+        if self.mirror is not None:
+            self.mirror(note)
         if sink is not None:
             sink.push(note)
         if type(event) is SessionEnded:

@@ -10,7 +10,7 @@ CONFIG ?= config.yaml
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,load]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,6 +9,11 @@ other lines are the message's text.
 * ``/sim chunks N`` -- the reply is exactly N non-final chunks, then the final one.
 * ``/sim error KIND`` -- fail: ``rate_limit`` and ``unavailable`` before any output,
   ``midstream`` after some chunks, ``hang`` never answers (ends by a timeout).
+  Every other fault of :mod:`simulator.faults` is accepted too (``payment``,
+  ``error_before_first_chunk``, ``drop``, ``malformed_args``, ``duplicate_finish``).
+
+These directives are the ``sim_directives`` built-in rule of the ``default``
+scenario (see docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 
 import orjson
 
+from simulator.faults import FAULT_KINDS
+
 __all__ = ["DirectiveError", "Directives", "ERROR_KINDS", "parse_directives"]
 
-ERROR_KINDS = ("rate_limit", "unavailable", "midstream", "hang")
+ERROR_KINDS = FAULT_KINDS
 
 
 class DirectiveError(ValueError):
@@ -34,6 +41,11 @@ class Directives:
     chunks: int | None = None
     error: str | None = None
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def present(self) -> bool:
+        """Whether the message had any ``/sim`` line at all."""
+        return bool(self.tools or self.chunks is not None or self.error or self.problems)
 
 
 def parse_directives(content: str) -> Directives:

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -34,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
@@ -241,6 +239,7 @@ class RpcClient:
             for _, _, fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(ProtocolError(f"connection closed ({self.close_code}) before the response"))
+                    fut.exception()  # retrieved: interactive mode does not await every request
             self._pending.clear()
             if self.on_event:
                 self.on_event(Event("closed"))
@@ -610,17 +609,19 @@ class ScriptRunner:
 HELP = """\
 Type a message and press Enter (end a line with \\ to continue on the next one).
 Lines starting with /sim are simulator directives and are sent as messages.
-Commands (they act at once, even while a reply streams):
+Commands that act at once, even while a reply streams:
   /pause /resume /cancel   pause, resume, or cancel the turn in flight
   /stop                    end the session (the next message starts a new one)
-  /start                   start a new session
-  /quit                    stop the session and leave
   /help                    this text
+Taken in order, like messages, once the turn in flight has ended:
+  /start                   start a new session (after /stop)
+  /quit                    stop the session and leave (end of input does the same)
 A tool call without a canned result asks for its result: type JSON (or plain text);
 start with ! to report an error (isError). Ctrl-C cancels the turn in flight, or quits.
 """
 
-INTERACTIVE_COMMANDS = {"/pause", "/resume", "/cancel", "/stop", "/start", "/quit", "/help", "/exit"}
+IMMEDIATE_COMMANDS = {"/pause", "/resume", "/cancel", "/stop", "/help"}
+ORDERED_COMMANDS = {"/start", "/quit", "/exit"}
 
 
 def _stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) -> None:
@@ -654,6 +655,8 @@ class Interactive:
         self.open_message: str | None = None
         self.failed = False
         self.prompted = False
+        self.backlog = 0
+        """Protocol events queued but not handled yet."""
 
     # -- output
 
@@ -692,7 +695,14 @@ class Interactive:
         return self.starting or self.sending or (s is not None and s.live and (s.turn_active or s.status in ("streaming", "awaiting_tool_results", "paused")))
 
     def ready_for_message(self) -> bool:
-        return not self.busy() and not self.manual
+        # The reader's state runs ahead of the events still queued for display: only
+        # when every protocol event has been shown does it describe what the user saw.
+        return self.backlog == 0 and not self.busy() and not self.manual
+
+    def on_event(self, ev: Event) -> None:
+        """Called by the reader, in frame order."""
+        self.backlog += 1
+        self.events.put_nowait(ev)
 
     # -- main loop
 
@@ -717,6 +727,8 @@ class Interactive:
         await self.start_session()
         while not self.quitting:
             ev = await self.events.get()
+            if ev.kind in ("notification", "response", "closed"):
+                self.backlog -= 1
             await self.handle(ev)
             await self.pump()
             self.prompt()
@@ -766,6 +778,10 @@ class Interactive:
             self.quitting = True
 
     async def on_line(self, text: str) -> None:
+        if self.tty:  # the terminal echoed the user's Enter
+            self.at_line_start = True
+            self.prompted = False
+            self.open_message = None
         if self.partial or (text.endswith("\\") and not text.endswith("\\\\")):
             more = text.endswith("\\") and not text.endswith("\\\\")
             self.partial.append(text[:-1] if more else text)
@@ -774,10 +790,10 @@ class Interactive:
             text = "\n".join(self.partial)
             self.partial.clear()
         cmd = text.strip()
-        if cmd in INTERACTIVE_COMMANDS:
+        if cmd in IMMEDIATE_COMMANDS:
             await self.command(cmd)
             return
-        self.typed.append(text)
+        self.typed.append(text)  # messages, tool answers, /start and /quit: in order
         self.prompted = False
 
     async def command(self, cmd: str) -> None:
@@ -814,8 +830,19 @@ class Interactive:
             return
         while self.manual and self.typed:
             call = self.manual.popleft()
-            result, is_error = parse_answer(self.typed.popleft())
+            answer = self.typed.popleft()
+            if not self.tty:
+                self.line("tool> " + answer)
+            result, is_error = parse_answer(answer)
             await self.provide(call, result, is_error)
+        while self.typed and self.typed[0].strip() in ORDERED_COMMANDS and self.ready_for_message():
+            cmd = self.typed.popleft().strip()
+            if not self.tty:
+                self.line("you> " + cmd)
+            await self.command(cmd)
+            if self.quitting:
+                return
+            s = self.session
         if self.typed and self.ready_for_message():
             text = self.typed.popleft()
             if s is None or not s.live:
@@ -832,7 +859,7 @@ class Interactive:
                 self.line(f"[end of input with a tool call unanswered: {self.manual[0].name} ({self.manual[0].tool_call_id})]")
                 self.failed = True
                 await self.quit()
-            elif not self.busy():
+            elif self.backlog == 0 and not self.busy():
                 await self.quit()
 
     def write_user(self, text: str) -> None:
@@ -863,7 +890,8 @@ class Interactive:
             tools = ", ".join(r.get("tools", [])) or "none"
             self.line(f"[session {r.get('sessionId')} started: model {r.get('model')}, tools: {tools}]")
         elif ev.method == "cancelTurn":
-            self.line("[turn cancelled]" if r.get("cancelled") else "[nothing to cancel]")
+            if not r.get("cancelled"):
+                self.line("[nothing to cancel]")
         elif ev.method == "resumeSession":
             self.line(f"[resumed: {r.get('status')}]")
 
@@ -872,12 +900,11 @@ class Interactive:
         if self.session is None or p.get("sessionId") != self.session.id:
             return
         if method == "AIMessageChunkNotification":
-            if self.open_message != p.get("messageId"):
-                if p.get("chunk") or not p.get("isFinal"):
-                    if not self.at_line_start:
-                        self.write("\n")
-                    self.write("ai> ")
-                    self.open_message = p.get("messageId")
+            if self.open_message != p.get("messageId") and (p.get("chunk") or not p.get("isFinal")):
+                if not self.at_line_start:
+                    self.write("\n")
+                self.write("ai> ")
+                self.open_message = p.get("messageId")
             if p.get("chunk"):
                 self.write(p["chunk"])
             if p.get("isFinal"):
@@ -999,7 +1026,7 @@ async def _amain(args: argparse.Namespace, steps: list[Step] | None, tool_result
     def frame_to_stderr(direction: str, text: str) -> None:
         print(f"{direction} {text}", file=err, flush=True)
 
-    client = RpcClient(ws, on_frame=frame_to_stderr if args.frames else None, on_event=ui.events.put_nowait)
+    client = RpcClient(ws, on_frame=frame_to_stderr if args.frames else None, on_event=ui.on_event)
     client.start()
     try:
         code = await ui.run(client)

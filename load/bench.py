@@ -40,13 +40,34 @@ from pathlib import Path
 from typing import Any
 
 from load import aiows
-from load.serverproc import ROOT, ServerProcess, memory_probe, raise_nofile, write_config
+from load.serverproc import ROOT, ServerProcess, memory_probe, raise_nofile, source_commit, write_config
 
 __all__ = ["main"]
 
 RESULTS = ROOT / "load" / "results"
 CHUNKS = 50
 NOTES_PER_TURN = CHUNKS + 3  # streaming, N chunks, final chunk, idle
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+
+def _busy_s() -> dict[str, float]:
+    """CPU seconds spent busy, machine-wide ("cpu") and per CPU ("cpu0", ...), from /proc/stat."""
+    out: dict[str, float] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            name, *rest = line.split()
+            fields = [int(x) for x in rest]
+            idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+            out[name] = (sum(fields[:8]) - idle) / _TICK
+    return out
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -184,11 +205,12 @@ class Driver:
         self.notes = self.turns = 0
         self.lat = []
         errors0 = sum(self.errors.values())
-        cpu0, ccpu0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        cpu0, ccpu0, t0, m0 = server.cpu_seconds(), time.process_time(), time.perf_counter(), _busy_s()
         self.recording = True
         await asyncio.sleep(window)
         self.recording = False
-        cpu1, ccpu1, t1 = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        cpu1, ccpu1, t1, m1 = server.cpu_seconds(), time.process_time(), time.perf_counter(), _busy_s()
+        sc = f"cpu{SERVER_CPU}"
         notes, turns, lat = self.notes, self.turns, self.lat
         dt = t1 - t0
         return {
@@ -199,6 +221,11 @@ class Driver:
             "server_cpu_util": (cpu1 - cpu0) / dt,
             "server_cpu_us_per_notification": (cpu1 - cpu0) * 1e6 / notes if notes else None,
             "client_cpu_util": (ccpu1 - ccpu0) / dt,
+            # CPU used on the machine by anything but this server and this client:
+            # other tenants. Runs where it is high are marked disturbed.
+            "foreign_cpu_util": max(0.0, (m1["cpu"] - m0["cpu"]) - (cpu1 - cpu0) - (ccpu1 - ccpu0)) / dt,
+            # ... and on the server's own CPU: time other processes took from it.
+            "foreign_on_server_cpu": (max(0.0, (m1[sc] - m0[sc]) - (cpu1 - cpu0)) / dt) if sc in m1 else None,
             "first_chunk_p50_ms": (_pct(lat, 0.50) or 0) * 1000 if lat else None,
             "first_chunk_p99_ms": (_pct(lat, 0.99) or 0) * 1000 if lat else None,
             "first_chunk_samples": len(lat),
@@ -277,15 +304,21 @@ async def _idle(server: ServerProcess, levels: list[int]) -> dict[str, Any]:
     return r
 
 
-def _servers(run_dir: Path, tag: str, root: Path | None = None) -> tuple[ServerProcess, ServerProcess]:
+def _servers(run_dir: Path, tag: str, root: Path | None = None,
+             extra: dict[str, dict[str, Any]] | None = None) -> tuple[ServerProcess, ServerProcess]:
+    # The zero-latency simulator; the per-connection request rate limit off (the closed
+    # loop exceeds it on purpose) and the connection limit above the idle test's count.
+    sections: dict[str, dict[str, Any]] = {"limits": {"requests_per_s": 0, "max_connections": 50_000}}
+    for section, values in (extra or {}).items():
+        sections[section] = {**sections.get(section, {}), **values}
     cfg = write_config(run_dir / "ours-config.yaml", first_chunk_ms=0, chunk_interval_ms=0, log_level="warning",
-                       max_sessions=50_000, extra={"limits": {"max_sessions_per_connection": 16}})
+                       max_sessions=50_000, extra=sections)
     bare = ServerProcess.bare(run_dir / f"bare-{tag}.log", cpu=0).start()
     ours = ServerProcess.ours(cfg, run_dir / f"ours-{tag}.log", cpu=0, root=root).start()
     return bare, ours
 
 
-async def _profile(ours: ServerProcess, n: int, seconds: float, run_dir: Path) -> dict[str, Any]:
+async def _profile(ours: ServerProcess, n: int, seconds: float, run_dir: Path, native: bool = False) -> dict[str, Any]:
     """py-spy on our server during a closed-loop run; returns the summary (load.profile)."""
     from load.profile import summarize
 
@@ -298,7 +331,8 @@ async def _profile(ours: ServerProcess, n: int, seconds: float, run_dir: Path) -
         s.send_turn()
     await asyncio.sleep(1.0)
     cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(ours.pid), "--duration",
-           str(int(seconds)), "--rate", "500", "--nonblocking", "--format", "raw", "-o", str(raw)]
+           str(int(seconds)), *(["--rate", "200", "--native"] if native else ["--rate", "500", "--nonblocking"]),
+           "--format", "raw", "-o", str(raw)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), seconds + 60)
@@ -335,17 +369,23 @@ def _fmt(x: float | None, nd: int = 1) -> str:
 def _table(results: dict[str, Any]) -> str:
     rows = []
     head = ("| sessions | mode | notif/s bare | notif/s ours | ratio | CPU µs/notif bare | ours | ratio "
-            "| 1st chunk p50 ms bare | ours | p99 ms bare | ours | errors ours |")
+            "| 1st chunk p50 ms bare | ours | p99 ms bare | ours | errors ours | runs |")
     rows.append(head)
-    rows.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, m in results["summary"].items():
         n, mode = key.split("/")
         rows.append(
             f"| {n} | {mode} | {_fmt(m['bare_nps'], 0)} | {_fmt(m['ours_nps'], 0)} | {_fmt(m['nps_ratio'], 2)} "
             f"| {_fmt(m['bare_us'])} | {_fmt(m['ours_us'])} | {_fmt(m['us_ratio'], 2)} "
             f"| {_fmt(m['bare_p50'], 2)} | {_fmt(m['ours_p50'], 2)} | {_fmt(m['bare_p99'], 2)} | {_fmt(m['ours_p99'], 2)} "
-            f"| {m['ours_errors']} |"
+            f"| {m['ours_errors']} | {m['repeats']}"
+            f"{'!' if m.get('all_disturbed') else '*' if m['disturbed_repeats_dropped'] else ''} |"
         )
+    if results.get("summary"):
+        rows.append("")
+        rows.append(f"runs: repeats in the medians; * = repeats disturbed by other tenants (they took >= "
+                    f"{DISTURBED:.0%} of the server's CPU in a window) left out; ! = every repeat was disturbed. "
+                    "Ratios are ours/bare within a repeat.")
     idle = results.get("idle")
     if idle:
         rows.append("")
@@ -361,12 +401,28 @@ def _table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+DISTURBED = 0.10
+"""Share of the server's CPU taken by other processes above which a measurement
+window counts as disturbed."""
+
+
+def _foreign(m: dict[str, Any]) -> float:
+    v = m.get("foreign_on_server_cpu")
+    return m.get("foreign_cpu_util", 0.0) if v is None else v
+
+
 def _summarize(runs: list[dict[str, Any]], concurrency: list[int]) -> dict[str, Any]:
+    """Medians over repeats, leaving out repeats where either window was disturbed by
+    other tenants (unless every repeat was)."""
     out: dict[str, Any] = {}
     for n in concurrency:
         for mode in ("closed", "paced"):
-            per = [(r[str(n)]["bare"][mode], r[str(n)]["ours"][mode]) for r in runs if str(n) in r]
+            every = [(r[str(n)]["bare"][mode], r[str(n)]["ours"][mode]) for r in runs if str(n) in r]
+            calm = [(b, o) for b, o in every if max(_foreign(b), _foreign(o)) < DISTURBED]
+            per = calm or every
             out[f"{n}/{mode}"] = {
+                "disturbed_repeats_dropped": len(every) - len(per),
+                "all_disturbed": not calm,
                 "bare_nps": _median([b["notifications_per_s"] for b, _ in per]),
                 "ours_nps": _median([o["notifications_per_s"] for _, o in per]),
                 "nps_ratio": _median([o["notifications_per_s"] / b["notifications_per_s"] for b, o in per
@@ -382,7 +438,7 @@ def _summarize(runs: list[dict[str, Any]], concurrency: list[int]) -> dict[str, 
                 "ours_p99": _median([o["first_chunk_p99_ms"] for _, o in per]),
                 "ours_client_cpu": _median([o["client_cpu_util"] for _, o in per]),
                 "bare_client_cpu": _median([b["client_cpu_util"] for b, _ in per]),
-                "ours_errors": sum(o["errors_in_window"] for _, o in per),
+                "ours_errors": sum(o["errors_in_window"] for _, o in every),
                 "repeats": len(per),
             }
     return out
@@ -403,6 +459,7 @@ async def _main(args: argparse.Namespace) -> int:
         "machine": {"cpus": os.cpu_count(), "affinity_client": sorted(os.sched_getaffinity(0)),
                     "loadavg_start": os.getloadavg()},
         "settings": {k: v for k, v in vars(args).items()},
+        "server_commit": source_commit(args.server_root),
         "runs": [],
     }
 
@@ -412,10 +469,10 @@ async def _main(args: argparse.Namespace) -> int:
         (RESULTS / "bench-latest.json").write_text(path.read_text())
         return path
 
-    if not args.skip_throughput:
-        bare, ours = _servers(run_dir, "throughput", args.server_root)
+    if not args.skip_throughput or args.profile:
+        bare, ours = _servers(run_dir, "throughput", args.server_root, args.ours_config)
         try:
-            for rep in range(args.repeats):
+            for rep in range(0 if args.skip_throughput else args.repeats):
                 run: dict[str, Any] = {}
                 for n in concurrency:
                     order = [("bare", bare), ("ours", ours)]
@@ -430,19 +487,22 @@ async def _main(args: argparse.Namespace) -> int:
                 save()
             results["after_throughput"] = {"ours": ours.wait_drained(30), "bare": bare.wait_drained(30)}
             if args.profile:
-                print(f"[bench] profiling our server (py-spy, {args.profile_seconds:.0f} s) ...", flush=True)
-                results["profile"] = await _profile(ours, args.profile_sessions, args.profile_seconds, run_dir)
+                print(f"[bench] profiling our server (py-spy, {args.profile_seconds:.0f} s, "
+                      f"{args.profile_sessions} sessions, closed loop) ...", flush=True)
+                results["profile"] = await _profile(ours, args.profile_sessions, args.profile_seconds, run_dir,
+                                                    args.profile_native)
         finally:
             bare.stop()
             ours.stop()
         results["server_log_problems"] = ours.log_problems()
-        results["summary"] = _summarize(results["runs"], concurrency)
+        if results["runs"]:
+            results["summary"] = _summarize(results["runs"], concurrency)
         save()
 
     if not args.skip_idle:
         top = args.idle_sessions
         levels = sorted({0, top // 4, top // 2, top})
-        bare, ours = _servers(run_dir, "idle", args.server_root)
+        bare, ours = _servers(run_dir, "idle", args.server_root, args.ours_config)
         try:
             idle: dict[str, Any] = {}
             for name, server in (("bare", bare), ("ours", ours)):
@@ -456,7 +516,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     results["machine"]["loadavg_end"] = os.getloadavg()
     path = save()
-    table = _table(results) if "summary" in results else _table({"summary": {}, **results})
+    table = _table({"summary": {}, **results})
     print()
     print(table)
     if "profile" in results and "top_self" in results["profile"]:
@@ -481,10 +541,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-idle", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--server-root", type=Path, help="run our server from this source tree (default: this checkout)")
+    p.add_argument("--ours-config", type=json.loads, default=None,
+                   help='extra server config for ours, JSON: \'{"session": {"replay_log_size": 1}}\'')
     p.add_argument("--profile", action="store_true", help="py-spy our server during a closed-loop run")
     p.add_argument("--profile-sessions", type=int, default=100)
+    p.add_argument("--profile-native", action="store_true", help="py-spy --native: C frames too (GC, uvloop)")
     p.add_argument("--profile-seconds", type=float, default=10.0)
+    p.add_argument("--report", type=Path, help="print the table of an earlier results file, and exit")
     args = p.parse_args(argv)
+    if args.report:
+        results = json.loads(args.report.read_text())
+        if results.get("runs"):
+            conc = sorted({int(n) for r in results["runs"] for n in r})
+            results["summary"] = _summarize(results["runs"], conc)
+        print(f"{results.get('command')}  (server {results.get('server_commit')}, {results.get('started')})")
+        print(_table({"summary": {}, **results}))
+        return 0
     defaults = (dict(repeats=3, warmup=1.0, window=5.0, paced_window=10.0, idle_sessions=10_000) if args.full
                 else dict(repeats=1, warmup=0.5, window=2.0, paced_window=4.0, idle_sessions=1_000))
     for k, v in defaults.items():

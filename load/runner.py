@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from load.scenarios import SCENARIOS, Scenario
-from load.serverproc import ROOT, Sampler, ServerProcess, linear_fit, memory_probe, raise_nofile, write_config
+from load.serverproc import (
+    ROOT,
+    Sampler,
+    ServerProcess,
+    linear_fit,
+    memory_probe,
+    raise_nofile,
+    source_commit,
+    write_config,
+)
 from load.thresholds import Check, check_rows, check_server, format_checks, load_thresholds, row_figures
 
 __all__ = ["run_scenario"]
@@ -168,6 +177,7 @@ def run_scenario(name: str, args: Any) -> int:
                                              "chunk_interval_ms": sc.chunk_interval_ms},
         "command": shlex.join(["python", "-m", "load", "run", *args.argv]),
         "server_root": str(server.cwd),
+        "server_commit": source_commit(server.cwd),
     }
     figures: dict[str, Any] = {}
     locust_code = None
@@ -207,7 +217,8 @@ def run_scenario(name: str, args: Any) -> int:
         if len(cpu) >= 2 and cpu[-1]["t"] > cpu[0]["t"]:
             figures["server_cpu_util"] = round((cpu[-1]["cpu_s"] - cpu[0]["cpu_s"]) / (cpu[-1]["t"] - cpu[0]["t"]), 3)
         pairs = [(s["sessions"], s["rss"]) for s in sampler.samples if s.get("sessions") is not None and "rss" in s]
-        if pairs and max(p[0] for p in pairs) - min(p[0] for p in pairs) >= 50:
+        # Only without the probe: after it, the allocator reuses the probe's freed memory.
+        if args.no_probe and pairs and max(p[0] for p in pairs) - min(p[0] for p in pairs) >= 50:
             fit = linear_fit([p[0] for p in pairs], [p[1] for p in pairs])
             figures["in_run_kb_per_session"] = round(fit["slope"] / 1024, 2)
             figures["in_run_fit_r2"] = round(fit["r2"], 4)

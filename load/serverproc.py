@@ -28,6 +28,7 @@ from load import aiows
 
 __all__ = [
     "ROOT",
+    "source_commit",
     "ServerProcess",
     "Sampler",
     "linear_fit",
@@ -37,6 +38,25 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_commit(root: Path | None) -> str | None:
+    """The commit a server source tree is at: ``git rev-parse``, or a ``.commit`` file
+    (a tree exported with ``git archive``)."""
+    root = (root or ROOT).resolve()
+    marker = root / ".commit"
+    if marker.exists():
+        return marker.read_text().strip()
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "server", "simulator", "spec"], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("+uncommitted" if dirty else "")
 
 
 def raise_nofile(want: int | None = None) -> int:
@@ -210,9 +230,11 @@ class ServerProcess:
         return h
 
     def log_problems(self) -> list[str]:
-        """Tracebacks and ERROR lines in the server's log."""
+        """Tracebacks and error lines in the server's log (text or JSON lines)."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return [ln for ln in text.splitlines() if "Traceback" in ln or " ERROR " in ln or ln.startswith("ERROR")]
+        marks = ("Traceback", " ERROR ", " CRITICAL ", '"level": "error"', '"level": "critical"',
+                 '"level":"error"', '"level":"critical"')
+        return [ln for ln in text.splitlines() if ln.startswith(("ERROR", "CRITICAL")) or any(m in ln for m in marks)]
 
 
 class Sampler:

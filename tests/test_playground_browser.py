@@ -235,6 +235,46 @@ async def test_token_sent_as_subprotocols_in_chromium():
             await browser.close()
 
 
+async def test_real_authentication_with_token_field_and_query_in_chromium(monkeypatch):
+    """Against the server's own handshake check (auth.enabled, AILOOP_AUTH_TOKENS): no token
+    is refused; the token field (subprotocols) and ?token= in the URL are accepted."""
+    async_playwright = _playwright()
+    from playwright.async_api import expect
+
+    from server.config import Settings
+
+    if "auth" not in Settings.model_fields:
+        pytest.skip("this server has no authentication settings")
+    monkeypatch.setenv("AILOOP_AUTH_TOKENS", "real-token-1")
+    settings = make_settings(auth={"enabled": True})
+    async with serve_app(playground_app(settings), settings) as srv, async_playwright() as pw:
+        browser = await _launch(pw)
+        try:
+            page = await browser.new_page()
+            p = Page(page, f"127.0.0.1:{srv.port}")
+            await page.goto(srv.http_url + "/")
+            await page.click("#connect")
+            await expect(page.locator("#messages")).to_contain_text("Could not connect")
+            p.errors.clear()  # Chromium logs the refused handshake (401) as a console error
+            for url, token in ((srv.ws_url, "real-token-1"), (srv.ws_url + "?token=real-token-1", "")):
+                await page.fill("#url", url)
+                await page.fill("#token", token)
+                await page.click("#connect")
+                await expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+                await expect(page.locator("#server-info")).to_contain_text("backend simulator")
+                await page.click("#start")
+                await page.fill("#input", "hello " + ("field" if token else "query"))
+                await page.press("#input", "Enter")
+                await expect(page.locator(".msg.assistant .text").last).to_have_text(
+                    "You said: hello " + ("field" if token else "query"))
+                await page.click("#disconnect")
+                await expect(page.locator("#conn-state")).to_have_attribute("data-state", "disconnected")
+            p.check_clean()
+        finally:
+            await browser.close()
+        await srv.wait_idle()
+
+
 def test_install_script_is_idempotent_when_chromium_exists():
     """scripts/install-browser.sh does nothing (and succeeds) once chromium is there."""
     script = ROOT / "scripts" / "install-browser.sh"

@@ -13,7 +13,7 @@ from tests.support import WsClient, spawn_server
 CONFIG = """
 server: {host: 127.0.0.1, log_level: warning}
 limits: {requests_per_s: 0}
-simulator: {first_chunk_ms: 0, chunk_interval_ms: 5}
+simulator: {first_chunk_ms: 0, chunk_interval_ms: 50}
 """
 
 
@@ -27,7 +27,7 @@ async def test_signal_stops_cleanly_telling_every_session(tmp_path, sig):
             for c in clients:  # 50 active streams on 10 connections
                 for _ in range(5):
                     sid = await c.start_session()
-                    await c.call("sendUserMessage", {"sessionId": sid, "content": "/sim chunks 5000\nlong"})
+                    await c.call("sendUserMessage", {"sessionId": sid, "content": "/sim chunks 2000\nlong"})
                     sessions.append((c, sid))
             for c, sid in sessions:
                 await c.wait_notification(lambda p, sid=sid: p["sessionId"] == sid and bool(p.get("chunk")))

@@ -109,6 +109,51 @@ class _Turn:
     streaming_elapsed: float = 0.0
 
 
+class _Watchdog:
+    """One timer per model step instead of one per provider event.
+
+    Before each wait the caller stores the wait's deadline (a float: no timer-heap
+    work per event). The single timer re-arms itself when it fires early, and
+    cancels the turn task only when the deadline it finds has passed while the task
+    waits -- the same effect as an ``asyncio.timeout`` around every wait.
+    """
+
+    __slots__ = ("loop", "task", "deadline", "handle", "expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        self.loop = loop
+        self.task = task
+        self.deadline: float | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def wait_until(self, when: float | None) -> None:
+        self.deadline = when
+        if when is None:
+            return
+        h = self.handle
+        if h is None or h.when() > when:
+            if h is not None:
+                h.cancel()
+            self.handle = self.loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        when = self.deadline
+        if when is None:  # not waiting: the next wait_until() re-arms
+            return
+        if self.loop.time() >= when:
+            self.expired = True
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(when, self._fire)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 class AILoop:
     """The loop of one session. Create it, ``start()`` it, then drive turns."""
 
@@ -330,7 +375,7 @@ class AILoop:
         self._turn = None
         await self._set_status("idle", None)
 
-    async def _next_event(self, turn: _Turn, it: Any, first: bool) -> Any:
+    async def _next_event(self, turn: _Turn, it: Any, first: bool, wd: _Watchdog) -> Any:
         cfg = self.config
         limit = cfg.first_chunk_timeout_s if first else cfg.idle_timeout_s
         which = "first chunk" if first else "next chunk"
@@ -338,16 +383,21 @@ class AILoop:
             left = cfg.turn_timeout_s - turn.streaming_elapsed
             if limit is None or left < limit:
                 limit, which = max(left, 0.0), "end of turn"
-        loop = asyncio.get_running_loop()
+        loop = wd.loop
         t0 = loop.time()
+        wd.wait_until(None if limit is None else t0 + limit)
         try:
-            async with asyncio.timeout(limit):
-                return await anext(it)
-        except TimeoutError:
+            return await anext(it)
+        except asyncio.CancelledError:
+            if not wd.expired:
+                raise
+            wd.expired = False
+            wd.task.uncancel()
             raise ProviderError(
                 f"AI provider timed out waiting for the {which}", kind="timeout", retryable=True
             ) from None
         finally:
+            wd.deadline = None
             turn.streaming_elapsed += loop.time() - t0
 
     async def _run_step(self, turn: _Turn) -> str:
@@ -357,31 +407,35 @@ class AILoop:
         finish: Finish | None = None
         calls: list[ToolCall] = []
         first = True
-        async with aclosing(self.provider.stream(request)) as stream:
-            it = aiter(stream)
-            while True:
-                try:
-                    ev = await self._next_event(turn, it, first)
-                except StopAsyncIteration:
-                    break
-                first = False
-                if isinstance(ev, TextDelta):
-                    if ev.text:
-                        turn.partial_text.append(ev.text)
-                        await self._out(AIChunk(turn.id, message_id, ev.text))
-                elif isinstance(ev, ToolCall):
-                    # Held until the step finishes: a step that fails never leaves
-                    # tool calls behind without a final chunk (ORD-5).
-                    calls.append(ev)
-                    if len(calls) > self.config.max_pending_tool_calls:
-                        raise _TurnFailed(
-                            "limit", f"the model asked for more than {self.config.max_pending_tool_calls} tool calls", False
-                        )
-                elif isinstance(ev, ReasoningDelta):
-                    await self._out(ReasoningChunk(turn.id, message_id, ev.text))
-                elif isinstance(ev, Finish):
-                    finish = ev
-                    break
+        wd = _Watchdog(asyncio.get_running_loop(), asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            async with aclosing(self.provider.stream(request)) as stream:
+                it = aiter(stream)
+                while True:
+                    try:
+                        ev = await self._next_event(turn, it, first, wd)
+                    except StopAsyncIteration:
+                        break
+                    first = False
+                    if isinstance(ev, TextDelta):
+                        if ev.text:
+                            turn.partial_text.append(ev.text)
+                            await self._out(AIChunk(turn.id, message_id, ev.text))
+                    elif isinstance(ev, ToolCall):
+                        # Held until the step finishes: a step that fails never leaves
+                        # tool calls behind without a final chunk (ORD-5).
+                        calls.append(ev)
+                        if len(calls) > self.config.max_pending_tool_calls:
+                            raise _TurnFailed(
+                                "limit", f"the model asked for more than {self.config.max_pending_tool_calls} tool calls", False
+                            )
+                    elif isinstance(ev, ReasoningDelta):
+                        await self._out(ReasoningChunk(turn.id, message_id, ev.text))
+                    elif isinstance(ev, Finish):
+                        finish = ev
+                        break
+        finally:
+            wd.close()
         if finish is None:
             raise ProviderError("AI provider stream ended without finishing", kind="truncated", retryable=True)
         reason = "tool_calls" if calls else finish.reason

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from server.loop.events import (
     AIChunk,
     LoopError,
@@ -92,7 +94,10 @@ class DelegateBridge:
 
     @property
     def oldest_seq(self) -> int:
-        return self.log[0].seq if self.log else self.seq + 1
+        if not self.log:
+            return self.seq + 1
+        first = self.log[0]
+        return first[0] if type(first) is tuple else first.seq
 
     def __call__(self, event: LoopEvent) -> None:
         if self.ended:
@@ -121,13 +126,23 @@ class DelegateBridge:
         method = params.pop("_method")
         if self._validate is not None:
             self._validate({"jsonrpc": "2.0", "method": method, "params": params})
-        note = Note(self.seq, method, params)
-        self.log.append(note)
-        self._last = note
-        if self.mirror is not None:
-            self.mirror(note)
-        if sink is not None:
-            sink.push(note)
+        if self.mirror is None and (sink is None or not sink.congested):
+            # The common case: serialize now and log (seq, frame) -- a tuple of atoms,
+            # which the cycle collector untracks -- instead of a Note object that every
+            # full collection would traverse (replay_log_size of them per session).
+            frame = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params}).decode()
+            self.log.append((self.seq, frame))
+            self._last = None
+            if sink is not None:
+                sink.send(frame)
+        else:
+            note = Note(self.seq, method, params)
+            self.log.append(note)
+            self._last = note
+            if self.mirror is not None:
+                self.mirror(note)
+            if sink is not None:
+                sink.push(note)
         if type(event) is SessionEnded:
             self.ended = True
 
@@ -167,7 +182,10 @@ class DelegateBridge:
         there. Synchronous, so nothing can slip between replay and live delivery."""
         count = self.check_cursor(after_seq)
         for note in list(self.log)[len(self.log) - count:] if count else ():
-            sink.push(note, replay=True)
+            if type(note) is tuple:
+                sink._push(note[1], 0)  # replayed: already held by the log (see Outbox.push)
+            else:
+                sink.push(note, replay=True)
         self.sink = sink
         return count
 

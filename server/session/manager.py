@@ -77,7 +77,7 @@ class ServerSession:
             "status": self.loop.status,
             "turnId": self.loop.turn_id,
             "lastSeq": self.bridge.seq,
-            "oldestSeq": self.bridge.log[0].seq if self.bridge.log else 0,
+            "oldestSeq": self.bridge.oldest_seq if self.bridge.log else 0,
             "pendingToolCalls": [
                 {"toolCallId": c.id, "name": c.name, "arguments": c.arguments} for c in self.loop.pending_tool_calls()
             ],

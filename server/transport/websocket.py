@@ -63,13 +63,16 @@ class ConnectionRegistry:
 
 
 async def _writer(ws: WebSocket, outbox: Outbox) -> None:
+    # The ASGI send itself: Starlette's send_text/send only re-check the state the
+    # accept already established, on every frame.
+    send = ws._send
     try:
         while True:
             item = await outbox.next()
             if type(item) is tuple and item[0] == CLOSE:
                 await ws.close(item[1], item[2])
                 return
-            await ws.send_text(item)
+            await send({"type": "websocket.send", "text": item})
     except (WebSocketDisconnect, RuntimeError, OSError):
         outbox.closed = True  # the peer is gone; the reader sees the disconnect
 

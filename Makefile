@@ -19,6 +19,7 @@ serve: $(STAMP)
 	$(PY) -m server --config $(CONFIG)
 
 test: $(STAMP)
+	bash scripts/install-browser.sh || echo "!!! chromium could not be installed: the playground browser test will say so" >&2
 	$(PY) -m pytest
 
 regen: $(STAMP)

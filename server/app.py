@@ -20,12 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from server.config import ConfigError, Settings
 from server.loop.engine import LoopConfig
 from server.loop.provider import ModelProvider
+from server.logs import install_redaction
 from server.metrics import Metrics
 from server.session.connection import RpcConnection
 from server.session.handlers import ServerInfo
 from server.session.manager import InteractiveSessionManager, SessionLimits
 from server.session.outbox import Outbox
 from server.transport.auth import Authenticator, load_token_hashes
+from server.transport.static import mount_playground
 from server.transport.websocket import ConnectionRegistry, EdgeLimits, serve_websocket
 
 __all__ = ["build_provider", "create_app"]
@@ -50,6 +52,7 @@ class _DenialNoise(logging.Filter):
 _uvicorn_log = logging.getLogger("uvicorn.error")
 if not any(isinstance(f, _DenialNoise) for f in _uvicorn_log.filters):
     _uvicorn_log.addFilter(_DenialNoise())
+install_redaction()
 
 
 def build_provider(settings: Settings) -> ModelProvider:
@@ -186,5 +189,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     @app.websocket("/ws")
     async def ws_endpoint(ws: WebSocket) -> None:
         await serve_websocket(ws, make_connection, registry, auth, edge)
+
+    mount_playground(app)  # the browser playground at / (last: it never shadows the routes above)
 
     return app

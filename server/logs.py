@@ -9,12 +9,39 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "RedactTokens", "configure_logging"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
+
+
+_TOKEN_PARAM = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Blank ``token=`` query parameters (browsers' bearer tokens) in log records,
+    e.g. uvicorn's ``"WebSocket /ws?token=..." [accepted]`` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.msg.lower():
+            record.msg = _TOKEN_PARAM.sub(r"\1[redacted]", record.msg)
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PARAM.sub(r"\1[redacted]", a) if isinstance(a, str) and "token=" in a.lower() else a
+                for a in record.args
+            )
+        return True
+
+
+def install_redaction() -> None:
+    """Put :class:`RedactTokens` on uvicorn's loggers (idempotent)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in lg.filters):
+            lg.addFilter(RedactTokens())
 
 
 class JsonFormatter(logging.Formatter):

@@ -49,7 +49,7 @@ async def test_json_logs_carry_ids_and_never_secrets(tmp_path):
 
     config = "server: {log_format: json, log_level: info}\nauth: {enabled: true}\n"
     with spawn_server(config, tmp_path, env={"AILOOP_AUTH_TOKENS": "sekrit-token"}) as (proc, url):
-        async with WsClient.connect(url, additional_headers={"Authorization": "Bearer sekrit-token"}) as c:
+        async with WsClient.connect(url + "?token=sekrit-token") as c:  # the browser way: in the URL
             start = await c.call("startSession", {})
             await c.run_turn(start["sessionId"], "my private message")
             await c.call("stopSession", {"sessionId": start["sessionId"]})

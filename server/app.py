@@ -26,6 +26,7 @@ from server.session.connection import RpcConnection
 from server.session.handlers import ServerInfo
 from server.session.manager import InteractiveSessionManager, SessionLimits
 from server.session.outbox import Outbox
+from server.store import make_store
 from server.transport.auth import Authenticator, load_token_hashes
 from server.transport.static import mount_playground
 from server.transport.websocket import ConnectionRegistry, EdgeLimits, serve_websocket
@@ -101,6 +102,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
                              ses.replay_log_size, ses.max_lifetime_s),
         validate=_outgoing_validator() if settings.server.validate_outgoing else None,
         metrics=metrics,
+        store=make_store(**settings.store.model_dump()),
     )
     info = ServerInfo(
         name="ailoop-interactive",
@@ -153,9 +155,11 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await manager.open()
         yield
         await registry.shutdown()
         await manager.stop_all("server_shutdown")
+        await manager.close()
         await provider.aclose()
 
     app = FastAPI(title="AILoop Interactive", version=VERSION, lifespan=lifespan)

@@ -163,6 +163,35 @@ class AuthSettings(_Section):
     """Allow binding to a non-loopback address with authentication off."""
 
 
+class StoreSettings(_Section):
+    """Where sessions live. `memory` (the default): in this process only, nothing else to
+    install. `redis`: shared through one Redis, so that several processes and nodes serve
+    one protocol: a client may attachSession on any of them (docs/operations.md,
+    "Several processes and nodes (Redis)")."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """memory: sessions live and die with this process; redis: registry, conversation and
+    replay log are shared through `redis_url`."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis to share sessions through (redis:// or rediss://, or unix:///path.sock). A URL
+    with a password belongs in the environment (AILOOP_STORE__REDIS_URL), not in the file."""
+    key_prefix: str = Field("ailoop:", min_length=1, max_length=64)
+    """Prefix of every key this server writes; processes sharing sessions use the same one."""
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    """How often a process renews its liveness key in Redis."""
+    owner_timeout_s: float = Field(5.0, gt=0)
+    """A process that has not renewed its liveness key for this long counts as dead: another
+    process takes over its sessions, ending a turn in flight with SESSION_OWNER_LOST.
+    Keep it several times heartbeat_s."""
+    ttl_margin_s: float = Field(10.0, ge=1)
+    """A session's keys expire session.resume_grace_s plus this long after their owner last
+    renewed them (renewed every third of that while the owner lives); ended sessions'
+    keys go at once (their log after this margin, for relays still reading it)."""
+    op_timeout_s: float = Field(5.0, gt=0)
+    """Longest wait for Redis, or for the process owning a session, in a request; past it
+    the request fails with STORE_UNAVAILABLE."""
+
+
 class Settings(BaseSettings):
     """Everything the server can be configured with (see docs/configuration.md)."""
 
@@ -177,6 +206,7 @@ class Settings(BaseSettings):
     session: SessionSettings = SessionSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+    store: StoreSettings = StoreSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,4 @@
-# GENERATED from spec/protocol.schema.json (sha256 72b1d0e702484b5bd9c49d1c46949f95d73e12181e6c88e91b923833d0661a51) -- DO NOT EDIT.
+# GENERATED from spec/protocol.schema.json (sha256 762a9ac591094fcc641f6291d77ebeeb0ba72d606ecc2040b077bd1fd63ba7ff) -- DO NOT EDIT.
 # Regenerate with `python -m spec.codegen` (or `make regen`).
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
     └── application errors        -32001 .. -32099 (see spec x-error-codes):
         SessionNotFound, InvalidSessionState, UnknownToolCall, LimitReached,
         UnsupportedProtocolVersion, ReplayWindowExpiredError, RateLimited,
-        IdempotencyConflict
+        IdempotencyConflict, StoreUnavailable
 
 The codes, names and retryability come from ``spec/protocol.schema.json``; a test
 checks this module against the spec. Raise these from handlers; the connection
@@ -42,6 +42,8 @@ __all__ = [
     "RATE_LIMITED",
     "IDEMPOTENCY_CONFLICT",
     "TOOL_RESULT_TIMEOUT",
+    "STORE_UNAVAILABLE",
+    "SESSION_OWNER_LOST",
     "IdempotencyConflict",
     "RateLimited",
     "ReplayWindowExpiredError",
@@ -54,6 +56,7 @@ __all__ = [
     "ParseError",
     "RpcError",
     "SessionNotFound",
+    "StoreUnavailable",
     "UnknownToolCall",
     "UnsupportedProtocolVersion",
 ]
@@ -94,6 +97,10 @@ IDEMPOTENCY_CONFLICT = -32012
 """An idempotency key reused with different params."""
 TOOL_RESULT_TIMEOUT = -32013
 """Tool results did not arrive in time (ErrorNotification only)."""
+STORE_UNAVAILABLE = -32014
+"""The shared session store (Redis) or the session's owning process did not answer."""
+SESSION_OWNER_LOST = -32015
+"""The process running the turn stopped before the turn ended (ErrorNotification only)."""
 
 
 class RpcError(Exception):
@@ -194,3 +201,11 @@ class IdempotencyConflict(RpcError):
 
     def __init__(self) -> None:
         super().__init__("idempotencyKey reused with different params")
+
+
+class StoreUnavailable(RpcError):
+    code = STORE_UNAVAILABLE
+    retryable = True
+
+    def __init__(self, detail: str = "the shared session store is unavailable") -> None:
+        super().__init__("session store unavailable", {"detail": detail})

@@ -119,7 +119,7 @@ async def start_session(ctx: Context, p: m.StartSessionParams) -> Reply:
         given = p.sampling.model_dump(exclude_none=True)
         sampling = {_SAMPLING_KEYS[k]: v for k, v in given.items()}
     metadata = p.metadata.model_dump(mode="json") if p.metadata is not None else {}
-    session, token = ctx.manager.create(
+    session, token = await ctx.manager.create(
         ctx.connection_id,
         ctx.outbox,
         system_prompt=p.systemPrompt,
@@ -134,7 +134,7 @@ async def start_session(ctx: Context, p: m.StartSessionParams) -> Reply:
 
 
 async def attach_session(ctx: Context, p: m.AttachSessionParams) -> Reply:
-    session, count = ctx.manager.attach(ctx.connection_id, p.sessionId, p.resumeToken, p.afterSeq)
+    session, count = await ctx.manager.attach(ctx.connection_id, p.sessionId, p.resumeToken, p.afterSeq)
     result = {"sessionId": session.id, "status": session.loop.status, "lastSeq": session.bridge.seq,
               "replayed": count, "turnId": session.loop.turn_id}
 

@@ -7,6 +7,12 @@ to ``attach``. When a connection goes away its sessions are *detached* for the
 resume grace period (turns go on, notifications are logged for replay), then
 stopped and released: turn tasks cancelled, provider streams closed. With a grace
 period of 0 they are released at once.
+
+Behind the manager sits a session store (:mod:`server.store`). With the default
+in-memory store nothing leaves the process. With a shared store (Redis) other
+processes can attach this process's sessions and the other way round: the
+:class:`~server.store.cluster.Cluster` does that part, through a few hooks below
+(``create``, ``attach``, ``complete_attach``, ``release_connection``, ``stop``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from server.protocol.errors import InvalidParams, LimitReached, ReplayWindowExpi
 from server.session.bridge import DelegateBridge, ReplayWindowExpired
 from server.metrics import Metrics
 from server.session.outbox import Outbox
+from server.store.base import SessionStore
+from server.store.memory import MemoryStore
 
 __all__ = ["InteractiveSessionManager", "ServerSession", "SessionLimits"]
 
@@ -64,6 +72,19 @@ class ServerSession:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     grace: asyncio.TimerHandle | None = None
     """Running while detached: stops the session when the grace period ends."""
+    # Shared store only (server/store/cluster.py):
+    relay: str | None = None
+    """Owner side: the process relaying this session's turn to its client."""
+    epoch: int = 0
+    """Owner side: bumped at every attach from another process."""
+    handover_to: str | None = None
+    """Owner side: hand the session over to this process when the turn ends."""
+    handing_over: bool = False
+    remote: Any = None
+    """Relaying side: the Relay while the turn runs on another process (``loop`` is then
+    a RemoteLoop standing in for the real one)."""
+    deadline_ms: int = 0
+    """Wall-clock end of the session's max lifetime (0: none)."""
 
     def remember(self, key: str, fingerprint: str, result: dict[str, Any]) -> None:
         self.idempotency[key] = (fingerprint, result)
@@ -94,6 +115,7 @@ class InteractiveSessionManager:
         limits: SessionLimits = SessionLimits(),
         validate: Callable[[dict[str, Any]], None] | None = None,
         metrics: Metrics | None = None,
+        store: SessionStore | None = None,
     ) -> None:
         self.metrics = metrics
         self.provider = provider
@@ -103,6 +125,22 @@ class InteractiveSessionManager:
         self._sessions: dict[str, ServerSession] = {}
         self._by_connection: dict[str, dict[str, ServerSession]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.store: SessionStore = store if store is not None else MemoryStore()
+        self.cluster: Any = None
+        if self.store.shared:
+            from server.store.cluster import Cluster
+
+            self.cluster = Cluster(self, self.store)  # type: ignore[arg-type]
+
+    async def open(self) -> None:
+        """Start the store's background work (nothing for the in-memory store)."""
+        if self.cluster is not None:
+            await self.store.open(self.cluster)
+
+    async def close(self) -> None:
+        """Stop the store's background work (after ``stop_all``)."""
+        if self.cluster is not None:
+            await self.store.close()
 
     # ------------------------------------------------------------------ queries
     @property
@@ -140,7 +178,7 @@ class InteractiveSessionManager:
         return session
 
     # ------------------------------------------------------------------ lifecycle
-    def create(
+    async def create(
         self,
         connection_id: str,
         sink: Outbox,
@@ -155,7 +193,9 @@ class InteractiveSessionManager:
         token. Call ``session.loop.start()`` once the startSession response is queued.
 
         Raises:
-            LimitReached: too many sessions on this connection or in the process.
+            LimitReached: too many sessions on this connection or in the process (or,
+                with a shared store, on all processes).
+            StoreUnavailable: a shared store could not be reached.
         """
         if len(self._sessions) >= self.limits.max_sessions:
             raise LimitReached("maxSessions", self.limits.max_sessions)
@@ -163,6 +203,11 @@ class InteractiveSessionManager:
         if len(owned) >= self.limits.max_sessions_per_connection:
             raise LimitReached("maxSessionsPerConnection", self.limits.max_sessions_per_connection)
         session_id = "s_" + secrets.token_urlsafe(12)
+        if self.cluster is not None:
+            await self.cluster.reserve(session_id)
+            if self._by_connection.get(connection_id) is not owned:  # the connection closed meanwhile
+                self.cluster.unreserve(session_id)
+                raise SessionNotFound(session_id)
         token = secrets.token_urlsafe(32)
         bridge = DelegateBridge(session_id, sink, self._validate, self.limits.replay_log_size, self.metrics)
         loop = AILoop(self.provider, bridge, system_prompt=system_prompt, tools=tools, model=model,
@@ -171,13 +216,16 @@ class InteractiveSessionManager:
                                 [t["function"]["name"] for t in tools], metadata, _hash(token))
         self._sessions[session_id] = session
         owned[session_id] = session
+        if self.cluster is not None:
+            self.cluster.on_created(session)
         log.info("session started", extra={"sessionId": session_id, "connectionId": connection_id})
         if self.limits.max_lifetime_s > 0:
             session.timers.append(asyncio.get_running_loop().call_later(
                 self.limits.max_lifetime_s, self._spawn_stop, session, "max_lifetime"))
         return session, token
 
-    def attach(self, connection_id: str, session_id: str, token: str, after_seq: int) -> tuple[ServerSession, int]:
+    async def attach(self, connection_id: str, session_id: str, token: str, after_seq: int
+                     ) -> tuple[ServerSession, int]:
         """Check that ``connection_id`` may attach the session from ``after_seq``.
 
         Returns the session and how many notifications will be replayed; call
@@ -187,8 +235,11 @@ class InteractiveSessionManager:
             SessionNotFound: unknown session or wrong token (indistinguishable).
             ReplayWindowExpiredError: the cursor is older than the replay log.
             InvalidParams: the cursor is beyond the last seq.
+            StoreUnavailable: (shared store) Redis or the owning process did not answer.
         """
         session = self._sessions.get(session_id)
+        if session is None and self.cluster is not None:
+            return await self.cluster.attach_remote(connection_id, session_id, token, after_seq)
         if session is None or not hmac.compare_digest(session.token_hash, _hash(token)):
             raise SessionNotFound(session_id)
         try:
@@ -213,10 +264,14 @@ class InteractiveSessionManager:
         session.connection_id = connection_id
         self._by_connection.setdefault(connection_id, {})[session.id] = session
         replayed = session.bridge.attach(sink, min(after_seq, session.bridge.seq))
+        if self.cluster is not None:
+            self.cluster.on_attached(session, connection_id)
         log.info("session attached", extra={"sessionId": session.id, "connectionId": connection_id,
                                             "afterSeq": after_seq, "replayed": replayed})
 
     def _forget(self, session: ServerSession) -> None:
+        if session.remote is not None:
+            session.remote.close()
         self._sessions.pop(session.id, None)
         if session.connection_id is not None:
             owned = self._by_connection.get(session.connection_id)
@@ -229,11 +284,17 @@ class InteractiveSessionManager:
 
     async def stop(self, session: ServerSession, reason: str) -> None:
         """Stop a session (cancel its turn, announce ``ended``) and forget it."""
+        if session.remote is not None:  # its turn runs on another process: stop it there
+            await self.cluster.stop_relayed(session, reason)
+            return
         self._forget(session)
         try:
             await session.loop.stop(reason)
         except Exception:  # never let one session block the release of others
             log.exception("stopping session failed", extra={"sessionId": session.id})
+        if self.cluster is not None:
+            self.cluster.on_stopped(session)
+            await self.cluster.store.confirm()  # its server-wide slot is free once stop returns
         log.info("session ended", extra={"sessionId": session.id, "reason": reason, "lastSeq": session.bridge.seq})
 
     def _spawn_stop(self, session: ServerSession, reason: str) -> None:
@@ -248,18 +309,49 @@ class InteractiveSessionManager:
             session.grace.cancel()
             session.grace = None
 
+    def _unbind(self, session: ServerSession) -> None:
+        """Take the session away from its connection (which gets nothing more of it)."""
+        if session.connection_id is not None:
+            self._by_connection.get(session.connection_id, {}).pop(session.id, None)
+        session.connection_id = None
+        session.bridge.detach()
+
+    def _detach_with_grace(self, session: ServerSession, reason: str = "disconnect", *,
+                           announce: bool = True) -> None:
+        """Leave the session detached for the grace period (or stop it now with grace 0).
+        ``announce=False``: a session rebuilt for an attachSession that completes at once;
+        held at least a few seconds whatever the grace."""
+        self._unbind(session)
+        self._cancel_grace(session)
+        grace = self.limits.resume_grace_s
+        if not announce:
+            grace = max(grace, 5.0)
+        elif grace <= 0:
+            self._spawn_stop(session, reason)
+            return
+        session.grace = asyncio.get_running_loop().call_later(grace, self._spawn_stop, session, "disconnect")
+        if announce and self.cluster is not None:
+            self.cluster.on_detached(session)
+
     async def release_connection(self, connection_id: str, reason: str = "disconnect") -> None:
         """The connection went away: detach its sessions for the grace period, or stop
         and release them at once (grace 0, or ``reason`` other than a disconnect)."""
         owned = self._by_connection.pop(connection_id, {})
         grace = self.limits.resume_grace_s if reason in ("disconnect", "slow_consumer") else 0.0
         for session in list(owned.values()):
+            if session.remote is not None:
+                session.connection_id = None
+                session.bridge.detach()
+                await self.cluster.release_relayed(session, reason)
+                continue
             if grace > 0:
                 log.info("session detached", extra={"sessionId": session.id, "connectionId": connection_id,
                                                     "graceS": grace})
                 session.connection_id = None
                 session.bridge.detach()
                 session.grace = asyncio.get_running_loop().call_later(grace, self._spawn_stop, session, "disconnect")
+                if self.cluster is not None:
+                    self.cluster.on_detached(session)
             else:
                 await self.stop(session, reason)
 

@@ -175,24 +175,59 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
-def canonical_request(request: ModelRequest) -> dict[str, Any]:
+def _canonical_message(m: Mapping[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {"role": m.get("role"), "content": _content_text(m.get("content"))}
+    if m.get("tool_calls"):
+        item["tool_calls"] = [
+            [c.get("id"), (c.get("function") or {}).get("name"), (c.get("function") or {}).get("arguments")]
+            for c in m["tool_calls"]
+        ]
+    if m.get("tool_call_id") is not None:
+        item["tool_call_id"] = m.get("tool_call_id")
+    return item
+
+
+# A session's history is sent again with every step, as the same message objects:
+# their canonical JSON and word counts are kept by identity (the entry holds the
+# message, so its id cannot be reused while cached). Bounded; cleared when full.
+_MESSAGE_CACHE: dict[int, tuple[Mapping[str, Any], bytes, int]] = {}
+_MESSAGE_CACHE_MAX = 50_000
+
+
+def _message_facts(m: Mapping[str, Any]) -> tuple[bytes, int]:
+    """(canonical JSON with sorted keys, word count) of one message."""
+    hit = _MESSAGE_CACHE.get(id(m))
+    if hit is not None and hit[0] is m:
+        return hit[1], hit[2]
+    facts = (orjson.dumps(_canonical_message(m), option=orjson.OPT_SORT_KEYS),
+             count_words(_content_text(m.get("content"))))
+    if len(_MESSAGE_CACHE) >= _MESSAGE_CACHE_MAX:
+        _MESSAGE_CACHE.clear()
+    _MESSAGE_CACHE[id(m)] = (m, *facts)
+    return facts
+
+
+def request_digest(seed: int, request: ModelRequest) -> bytes:
+    """SHA-256 of ``{"seed": seed, **canonical_request(request)}`` serialized with
+    sorted keys -- built from the cached per-message JSON, byte for byte the same."""
+    tools = canonical_request(request, messages=False)
+    blob = b"".join([
+        b'{"messages":[', b",".join(_message_facts(m)[0] for m in request.messages),
+        b'],"request_seed":', orjson.dumps(tools["request_seed"]),
+        b',"seed":', orjson.dumps(seed),
+        b',"tools":', orjson.dumps(tools["tools"], option=orjson.OPT_SORT_KEYS), b"}",
+    ])
+    return hashlib.sha256(blob).digest()
+
+
+def canonical_request(request: ModelRequest, *, messages: bool = True) -> dict[str, Any]:
     """The parts of a request that decide the stream (see the module docstring)."""
-    messages = []
-    for m in request.messages:
-        item: dict[str, Any] = {"role": m.get("role"), "content": _content_text(m.get("content"))}
-        if m.get("tool_calls"):
-            item["tool_calls"] = [
-                [c.get("id"), (c.get("function") or {}).get("name"), (c.get("function") or {}).get("arguments")]
-                for c in m["tool_calls"]
-            ]
-        if m.get("tool_call_id") is not None:
-            item["tool_call_id"] = m.get("tool_call_id")
-        messages.append(item)
+    canon = [_canonical_message(m) for m in request.messages] if messages else []
     tools = [
         [(t.get("function") or {}).get("name"), (t.get("function") or {}).get("parameters")]
         for t in request.tools
     ]
-    return {"messages": messages, "tools": tools, "request_seed": request.sampling.get("seed")}
+    return {"messages": canon, "tools": tools, "request_seed": request.sampling.get("seed")}
 
 
 @dataclass
@@ -242,7 +277,7 @@ def _context(request: ModelRequest) -> _Context:
         step=step,
         results=results,
         last_is_tool=bool(msgs) and msgs[-1].get("role") == "tool",
-        prompt_tokens=sum(count_words(_content_text(m.get("content"))) for m in msgs),
+        prompt_tokens=sum(_message_facts(m)[1] for m in msgs),
     )
 
 
@@ -262,8 +297,7 @@ class _Streams:
     """The independent random generators of one request."""
 
     def __init__(self, seed: int, request: ModelRequest) -> None:
-        blob = orjson.dumps({"seed": seed, **canonical_request(request)}, option=orjson.OPT_SORT_KEYS)
-        self.digest = hashlib.sha256(blob).digest()
+        self.digest = request_digest(seed, request)
         self.content = self._make(b"content")
         self.timing = self._make(b"timing")
         self.faults = self._make(b"faults")

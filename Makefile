@@ -20,6 +20,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install-browser.sh || echo "!!! chromium could not be installed: the playground browser test will say so" >&2
+	bash scripts/install-redis.sh || echo "!!! redis-server could not be installed: tests/store will say so" >&2
 	$(PY) -m pytest
 
 regen: $(STAMP)

@@ -336,3 +336,24 @@ async def test_token_hash_file(tmp_path, monkeypatch):
     async with serve(make_settings(auth={"enabled": True, "token_hashes_file": str(f)})) as srv:
         async with WsClient.connect(srv.ws_url, additional_headers={"Authorization": "Bearer from-file"}) as c:
             await c.call("ping")
+
+
+async def test_dead_peer_is_detected_by_websocket_pings():
+    """HB: a peer that completed the handshake and then went silent (answers no ping)
+    is disconnected after one heartbeat interval plus its timeout."""
+    import base64
+    import os
+
+    async with serve(make_settings(limits={"heartbeat_interval_s": 0.2})) as srv:
+        port = int(srv.ws_url.rsplit(":", 1)[1].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        await writer.drain()
+        assert b"101" in await reader.readline()
+        assert (await srv.health())["connections"] == 1
+        # Never read, never answer the pings: the server gives up on us.
+        h = await srv.wait_idle(5)
+        assert h["connections"] == 0
+        writer.close()

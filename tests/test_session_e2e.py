@@ -257,3 +257,15 @@ async def test_many_sessions_per_connection_limit():
             await c.start_session()
             r = await c.request("startSession", {}, expect_error=True)
             assert r["error"]["code"] == -32004 and r["error"]["data"]["limit"] == "maxSessionsPerConnection"
+
+
+async def test_debug_validation_of_outgoing_frames_accepts_a_full_session():
+    """server.validate_outgoing checks every notification with the generated models."""
+    from tests.support import make_settings, serve
+
+    async with serve(make_settings(server={"validate_outgoing": True})) as srv:
+        async with WsClient.connect(srv.ws_url) as c:
+            sid = await c.start_session(tools=[WEATHER])
+            await c.run_turn(sid, "/sim tool get_weather {}", tool_results=lambda call: "sunny")
+            await c.run_turn(sid, "/sim error midstream\nsome words to stream first")
+            await c.call("stopSession", {"sessionId": sid})

@@ -68,7 +68,8 @@ class DelegateBridge:
     :meth:`attach`.
     """
 
-    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last", "_metrics", "_clock", "mirror")
+    __slots__ = ("session_id", "seq", "log", "sink", "ended", "_validate", "_last", "_metrics", "_clock", "mirror",
+                 "_prefix", "_prefix_key")
 
     def __init__(
         self,
@@ -88,6 +89,8 @@ class DelegateBridge:
         self._last: Note | None = None
         self._metrics = metrics
         self._clock = TurnClock(metrics) if metrics is not None else None
+        self._prefix = ""
+        self._prefix_key: tuple[str, str] | None = None
         self.mirror: Callable[[Note], None] | None = None
         """Called with every new note after it is logged (a shared session store
         copies the log there); None by default."""
@@ -115,6 +118,15 @@ class DelegateBridge:
             # BP-1: the reader is slow; grow the queued chunk instead of queueing another.
             self._last.params["chunk"] += event.text  # type: ignore[index]
             sink.grew(len(event.text))
+            return
+        if (
+            type(event) is AIChunk
+            and not event.is_final
+            and self.mirror is None
+            and self._validate is None
+            and (sink is None or not sink.congested)
+        ):
+            self._text_chunk(event, sink)
             return
         params = self._params(event)
         if params is None:
@@ -145,6 +157,26 @@ class DelegateBridge:
                 sink.push(note)
         if type(event) is SessionEnded:
             self.ended = True
+
+    def _text_chunk(self, event: AIChunk, sink: Outbox | None) -> None:
+        """The hot path: a non-final chunk, frame built around the message's cached
+        prefix (same bytes as serializing the params dict: keys in the same order)."""
+        key = (event.turn_id, event.message_id)
+        if key != self._prefix_key:
+            ids = orjson.dumps({"sessionId": self.session_id, "turnId": event.turn_id,
+                                "messageId": event.message_id}).decode()
+            self._prefix = '{"jsonrpc":"2.0","method":"AIMessageChunkNotification","params":' + ids[:-1] + ',"chunk":'
+            self._prefix_key = key
+        if self._metrics is not None:
+            self._metrics.notifications += 1
+            if not self._clock.first_seen:  # type: ignore[union-attr]
+                self._clock.output()  # type: ignore[union-attr]
+        self.seq += 1
+        frame = self._prefix + orjson.dumps(event.text).decode() + ',"isFinal":false,"seq":' + str(self.seq) + "}}"
+        self.log.append((self.seq, frame))
+        self._last = None
+        if sink is not None:
+            sink.send(frame)
 
     def _observe(self, event: LoopEvent, params: dict[str, Any]) -> None:
         m, clock = self._metrics, self._clock

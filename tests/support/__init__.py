@@ -52,7 +52,9 @@ def make_settings(**sections: dict[str, Any]) -> Settings:
     base: dict[str, dict[str, Any]] = {
         "simulator": {"first_chunk_ms": 0, "chunk_interval_ms": 0, "seed": 7},
         "ai": {"first_chunk_timeout_s": 5, "idle_timeout_s": 5, "turn_timeout_s": 30},
-        "server": {"validate_outgoing": True},
+        # The production path (frames built without the debug validator); the client
+        # validates every frame against the spec with jsonschema anyway.
+        "server": {"validate_outgoing": False},
         "limits": {"requests_per_s": 0},
     }
     for name, values in sections.items():

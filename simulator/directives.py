@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from server.loop.jsonutil import loads
+
 from simulator.faults import FAULT_KINDS
 
 __all__ = ["DirectiveError", "Directives", "ERROR_KINDS", "parse_directives"]
@@ -65,7 +67,7 @@ def parse_directives(content: str) -> Directives:
                 name, _, raw = arg.partition(" ")
                 if not name:
                     raise DirectiveError("/sim tool needs a NAME")
-                args = orjson.loads(raw) if raw.strip() else {}
+                args = loads(raw) if raw.strip() else {}
                 if not isinstance(args, dict):
                     raise DirectiveError("/sim tool arguments must be a JSON object")
                 d.tools.append((name, args))

@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import orjson
 
+from server.loop.jsonutil import dumps
+
 from server.loop.provider import ModelRequest, ProviderErrorKind, Usage
 from simulator.directives import Directives, parse_directives
 from simulator.faults import FaultSpec
@@ -199,7 +201,7 @@ def _message_facts(m: Mapping[str, Any]) -> tuple[bytes, int]:
     hit = _MESSAGE_CACHE.get(id(m))
     if hit is not None and hit[0] is m:
         return hit[1], hit[2]
-    facts = (orjson.dumps(_canonical_message(m), option=orjson.OPT_SORT_KEYS),
+    facts = (dumps(_canonical_message(m), sort_keys=True),
              count_words(_content_text(m.get("content"))))
     if len(_MESSAGE_CACHE) >= _MESSAGE_CACHE_MAX:
         _MESSAGE_CACHE.clear()
@@ -213,9 +215,9 @@ def request_digest(seed: int, request: ModelRequest) -> bytes:
     tools = canonical_request(request, messages=False)
     blob = b"".join([
         b'{"messages":[', b",".join(_message_facts(m)[0] for m in request.messages),
-        b'],"request_seed":', orjson.dumps(tools["request_seed"]),
-        b',"seed":', orjson.dumps(seed),
-        b',"tools":', orjson.dumps(tools["tools"], option=orjson.OPT_SORT_KEYS), b"}",
+        b'],"request_seed":', dumps(tools["request_seed"]),
+        b',"seed":', dumps(seed),
+        b',"tools":', dumps(tools["tools"], sort_keys=True), b"}",
     ])
     return hashlib.sha256(blob).digest()
 
@@ -555,7 +557,7 @@ class Simulator:
         calls: list[PlannedCall] = []
         fragments: list[list[tuple[str, int, str | None, str | None, str]]] = []
         for i, (call_id, name, args) in enumerate(content.calls):
-            raw = orjson.dumps(args).decode()
+            raw = dumps(args).decode()
             parsed: dict[str, Any] | None = args
             if fault is not None and fault.kind == "malformed_args" and i == (fault.call or 0):
                 raw, parsed = raw[:-1], None

@@ -1,4 +1,4 @@
-# GENERATED from spec/protocol.schema.json (sha256 762a9ac591094fcc641f6291d77ebeeb0ba72d606ecc2040b077bd1fd63ba7ff) -- DO NOT EDIT.
+# GENERATED from spec/protocol.schema.json (sha256 d7181fb59125076009b16009319e1f4095a42f462252dd1a4eaa12ecc532ba27) -- DO NOT EDIT.
 # Regenerate with `python -m spec.codegen` (or `make regen`).
 
 from __future__ import annotations

@@ -180,3 +180,49 @@ async def test_healthz(server):
         await c.start_session()
         h = await server.health()
         assert h["sessions"] == 1 and h["connections"] == 1
+
+
+async def test_json_schema_views_of_numbers_and_nulls(server):
+    """RPC-5: 1.0 is an integer; null is not a value of an optional field."""
+    async with WsClient.connect(server.ws_url) as c:
+        r = await c.call("initialize", {"protocolVersion": 1.0})
+        assert r["protocolVersion"] == 1
+        await c.call("startSession", {"sampling": {"maxTokens": 5.0, "seed": 3.0}})
+        for params in [{"systemPrompt": None}, {"tools": None}, {"sampling": {"temperature": None}}]:
+            r = await c.request("startSession", params, expect_error=True)
+            assert r["error"]["code"] == -32602, params
+        sid = await c.start_session(tools=[{"type": "function", "function": {"name": "t", "parameters": {"type": "object", "default": None}}}])
+        notes = await c.run_turn(sid, "/sim tool t {}", tool_results=lambda call: None)  # null results are results
+        assert "Tool t returned: null" in "".join(p["chunk"] for p in notes if "chunk" in p)
+
+
+async def test_unusual_but_valid_json_never_breaks_a_session(server):
+    """Ids and methods with lone-surrogate escapes get answers; integers beyond 64 bits
+    in tool parameters and results flow through."""
+    async with WsClient.connect(server.ws_url) as c:
+        await c.send_raw('{"jsonrpc": "2.0", "id": "\\ud800", "method": "initialize"}')
+        r = await c.next_frame()
+        assert r["id"] == "\ud800" and "result" in r
+        await c.send_raw('{"jsonrpc": "2.0", "id": 5, "method": "\\udfff"}')
+        r = await c.next_frame()
+        assert r["id"] == 5 and r["error"]["code"] == -32601
+        big = 2**70
+        sid = await c.start_session(tools=[{"type": "function", "function": {"name": "t", "parameters": {"type": "object", "maximum": big}}}])
+        notes = await c.run_turn(sid, "/sim tool t {\"n\": %d}" % big, tool_results=lambda call: {"n": call["arguments"]["n"] + 1})
+        assert f"Tool t returned: {{\"n\":{big + 1}}}" in "".join(p["chunk"] for p in notes if "chunk" in p)
+
+
+async def test_batch_with_message_and_cancel_keeps_responses_first(server):
+    """ORD-3 over ORD-7 in one batch: the turn's output follows the batch answer, and
+    still follows the state machine (streaming, cancelled final, idle)."""
+    async with WsClient.connect(server.ws_url) as c:
+        sid = await c.start_session()
+        await c.run_turn(sid, "first")
+        n = len(c.frames)
+        await c.send_json([{"jsonrpc": "2.0", "id": "m", "method": "sendUserMessage", "params": {"sessionId": sid, "content": "x"}},
+                           {"jsonrpc": "2.0", "id": "c", "method": "cancelTurn", "params": {"sessionId": sid}}])
+        await c.wait_for(lambda: len([f for f in c.frames[n:] if isinstance(f, dict) and f["params"].get("status") == "idle"]) == 1)
+        after = c.frames[n:]
+        assert isinstance(after[0], list) and after[0][1]["result"]["cancelled"] is True
+        notes = [f["params"] for f in after[1:]]
+        assert [p.get("status") or p.get("finishReason") for p in notes] == ["streaming", "cancelled", "idle"]

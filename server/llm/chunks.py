@@ -37,6 +37,7 @@ from typing import Any, Literal
 import orjson
 
 from server.llm.errors import Redactor, error_from_chunk
+from server.loop.jsonutil import loads
 from server.loop.provider import (
     Finish,
     ProviderError,
@@ -241,8 +242,8 @@ class ChunkAssembler:
             if not raw.strip():
                 raw = "{}"  # no arguments; an empty string is not valid JSON in history
             try:
-                arguments = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                arguments = loads(raw)
+            except ValueError:  # orjson and stdlib decode errors alike
                 arguments = None
             if not isinstance(arguments, dict):
                 hint = " (the reply hit max_tokens)" if self.finish_reason == "length" else ""

@@ -35,8 +35,10 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
+
 from server.llm.chunks import ChunkAssembler
 from server.llm.errors import Redactor, error_from_chunk, error_from_status
+from server.loop.jsonutil import dumps
 from server.llm.sse import SSEDecoder
 from server.loop.provider import ModelRequest, ProviderError, ProviderEvent
 
@@ -211,7 +213,7 @@ class OpenRouterProvider:
     # ------------------------------------------------------------------ streaming
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
         """Stream one model step; see :mod:`server.loop.provider` for the grammar."""
-        body = orjson.dumps(self.build_body(request))
+        body = dumps(self.build_body(request))
         attempt = 0
         yielded = False
         while True:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from server.loop.jsonutil import dumps
 from server.loop.provider import ToolCall
 
 __all__ = ["Conversation"]
@@ -43,7 +42,7 @@ class Conversation:
         self.messages.append(msg)
 
     def add_tool_result(self, tool_call_id: str, result: Any, is_error: bool = False) -> None:
-        content = result if isinstance(result, str) else orjson.dumps(result).decode()
+        content = result if isinstance(result, str) else dumps(result).decode()
         if is_error:
             content = f"Error: {content}"
         self.messages.append({"role": "tool", "tool_call_id": tool_call_id, "content": content})

@@ -107,6 +107,10 @@ class _Turn:
     results: dict[str, tuple[Any, bool]] = field(default_factory=dict)
     results_ready: asyncio.Event = field(default_factory=asyncio.Event)
     streaming_elapsed: float = 0.0
+    streamed: bool = False
+    """`streaming` was reported for this turn."""
+    cancel_early: bool = False
+    """Cancelled before it began (same batch as its message): ends as soon as it begins."""
 
 
 class _Watchdog:
@@ -269,6 +273,9 @@ class AILoop:
         turn = self._turn
         if turn is None or turn.task is not None:
             return
+        if turn.cancel_early:  # cancelled in the same batch: its output follows the batch answer
+            self._end_cancelled(turn, announce_idle=True)
+            return
         turn.task = asyncio.get_running_loop().create_task(self._run_turn(turn), name=turn.id)
 
     def provide_tool_result(self, tool_call_id: str, result: Any, is_error: bool = False) -> int:
@@ -309,15 +316,34 @@ class AILoop:
     async def _set_status(self, status: SessionStatus, turn_id: str | None) -> None:
         if not self._gate.is_set():
             await self._gate.wait()
+        if status == "streaming" and self._turn is not None:
+            self._turn.streamed = True
         self._status = status
         self._emit(StatusChanged(status, turn_id))
 
     async def _cancel(self, turn: _Turn, *, announce_idle: bool) -> None:
-        if turn.task is not None and not turn.task.done():
+        if turn.task is None:
+            # Prepared but not begun: its sendUserMessage response is not sent yet (a
+            # batch), so nothing of the turn may be sent now (ORD-3).
+            if announce_idle:
+                turn.cancel_early = True
+            else:  # the session is stopping: the turn never streams
+                self._close_history(turn, "Cancelled by the user.")
+                self._turn = None
+                self._status = "idle"
+            return
+        if not turn.task.done():
             turn.task.cancel()
             await asyncio.wait({turn.task})
         if self._turn is not turn:  # the turn ended on its own meanwhile
             return
+        self._end_cancelled(turn, announce_idle=announce_idle)
+
+    def _end_cancelled(self, turn: _Turn, *, announce_idle: bool) -> None:
+        if not turn.streamed and not self._paused:  # keep to the state machine: streaming first
+            turn.streamed = True
+            self._status = "streaming"
+            self._emit(StatusChanged("streaming", turn.id))
         self._close_history(turn, "Cancelled by the user.")
         self._emit(AIChunk(turn.id, turn.message_id or self._next_message_id(), "", True, "cancelled"))
         self._turn = None

@@ -59,8 +59,8 @@ def encode(message: Any) -> str:
     """Serialize one outgoing frame (a message or a batch array)."""
     try:
         return orjson.dumps(message).decode()
-    except TypeError:  # an integer id beyond 64 bits, echoed back as given
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate, echoed back as given
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=True)
 
 
 def _reject_constant(name: str) -> Any:

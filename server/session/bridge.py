@@ -26,6 +26,7 @@ from server.loop.events import (
     ToolCallGenerated,
 )
 from server.protocol import errors
+from server.loop.jsonutil import dumps
 from server.metrics import Metrics, TurnClock
 from server.session.outbox import Note, Outbox
 
@@ -142,7 +143,7 @@ class DelegateBridge:
             # The common case: serialize now and log (seq, frame) -- a tuple of atoms,
             # which the cycle collector untracks -- instead of a Note object that every
             # full collection would traverse (replay_log_size of them per session).
-            frame = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params}).decode()
+            frame = dumps({"jsonrpc": "2.0", "method": method, "params": params}).decode()
             self.log.append((self.seq, frame))
             self._last = None
             if sink is not None:

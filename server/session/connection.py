@@ -29,6 +29,28 @@ log = logging.getLogger("ailoop.connection")
 _PARAMS_OPTIONAL = {"initialize", "startSession", "ping"}
 
 
+# Values under these keys are free-form JSON, taken as given.
+_FREE_FORM = frozenset({"result", "metadata", "parameters", "data", "arguments"})
+
+
+def _normalize(value: Any, loc: str, nulls: list[str]) -> Any:
+    """JSON Schema's view of params before pydantic's strict validation: an integral
+    float is an integer (RPC-5: 1.0 matches "integer"), and null is never a value of
+    our params' fields (none of them is typed with null), so it is reported."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if v is None and k not in _FREE_FORM:
+                nulls.append(f"{loc}.{k}" if loc else k)
+            out[k] = v if k in _FREE_FORM else _normalize(v, f"{loc}.{k}" if loc else k, nulls)
+        return out
+    if isinstance(value, list):
+        return [_normalize(v, f"{loc}.{i}", nulls) for i, v in enumerate(value)]
+    if type(value) is float and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     # Never echo the input back: it may be huge or sensitive.
     return [
@@ -131,6 +153,11 @@ class RpcConnection:
             params = {}
         if isinstance(params, list):
             raise InvalidParams("Invalid params: params must be an object (by name)", {"errors": [{"loc": "params", "msg": "not an object"}]})
+        nulls: list[str] = []
+        params = _normalize(params, "", nulls)
+        if nulls:
+            raise InvalidParams("Invalid params", {"errors": [{"loc": n, "msg": "null is not allowed", "type": "null"}
+                                                              for n in nulls[:20]]})
         try:
             parsed = model.model_validate(params, strict=True)
         except ValidationError as exc:

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import orjson
+from server.loop.jsonutil import dumps
 
 __all__ = ["CLOSE", "Note", "Outbox"]
 
@@ -37,9 +37,7 @@ class Note:
         """The frame's JSON text; serialized on first use, then frozen."""
         frame = self.frame
         if frame is None:
-            frame = self.frame = orjson.dumps(
-                {"jsonrpc": "2.0", "method": self.method, "params": self.params}
-            ).decode()
+            frame = self.frame = dumps({"jsonrpc": "2.0", "method": self.method, "params": self.params}).decode()
             self.params = None
         return frame
 

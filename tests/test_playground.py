@@ -4,23 +4,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import uvicorn
 import websockets
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import PlainTextResponse
 
-from server.__main__ import uvicorn_config
 from server.app import create_app
 from server.config import Settings
 from server.transport.static import RESERVED_PATHS, STATIC_DIR, mount_playground
-from tests.support import ROOT, TIMEOUT, RunningServer, WsClient, make_settings
+from tests.support import ROOT, TIMEOUT, WsClient, make_settings, serve_app
 
 STATIC_FILES = ["index.html", "app.js", "style.css"]
 
@@ -31,27 +27,6 @@ def playground_app(settings: Settings | None = None) -> FastAPI:
     if not any(getattr(r, "name", None) == "playground" for r in app.router.routes):
         mount_playground(app)
     return app
-
-
-@contextlib.asynccontextmanager
-async def serve_app(app: Any, settings: Settings | None = None) -> AsyncIterator[RunningServer]:
-    """Run ``app`` under uvicorn in this event loop on 127.0.0.1, a free port."""
-    config = uvicorn_config(app, settings or make_settings(), "127.0.0.1", 0)
-    config.log_level = "warning"
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(TIMEOUT):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield RunningServer("127.0.0.1", port, app)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
 
 
 async def test_playground_files_served_with_security_headers():

@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "spec" / "protocol.schema.json").read_text())
 TIMEOUT = float(os.environ.get("AILOOP_TEST_TIMEOUT", "10"))
 
-__all__ = ["ROOT", "SCHEMA", "RunningServer", "WsClient", "serve", "spawn_server", "make_settings", "validator"]
+__all__ = ["ROOT", "SCHEMA", "RunningServer", "WsClient", "make_settings", "serve", "serve_app", "spawn_server",
+           "validator"]
 
 
 @cache
@@ -96,8 +97,14 @@ class RunningServer:
 async def serve(settings: Settings | None = None, provider: ModelProvider | None = None) -> AsyncIterator[RunningServer]:
     """Run the real app under uvicorn in this event loop on 127.0.0.1, a free port."""
     settings = settings or make_settings()
-    app = create_app(settings, provider)
-    config = uvicorn_config(app, settings, "127.0.0.1", 0)
+    async with serve_app(create_app(settings, provider), settings) as srv:
+        yield srv
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, settings: Settings | None = None) -> AsyncIterator[RunningServer]:
+    """Run an already built ``app`` under uvicorn in this event loop on 127.0.0.1."""
+    config = uvicorn_config(app, settings or make_settings(), "127.0.0.1", 0)
     config.log_level = "warning"
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -19,15 +19,10 @@ __all__ = ["FIXED", "INCLUDE_KNOWN", "KNOWN"]
 INCLUDE_KNOWN = os.environ.get("AILOOP_CONTRACT_KNOWN", "").strip().lower() == "include"
 
 KNOWN: dict[str, str] = {
-    "K8-resume-pause-race": (
-        "resumeSession immediately followed by pauseSession (one batch, or back-to-back "
-        "frames) while a turn is held: output of the turn is delivered after `paused` (PAUSE-1). "
-        "The turn task woken by the resume passes its gate although the gate was closed again "
-        "(asyncio.Event.wait returns once set; the engine does not re-check the gate)."
-    ),
 }
 
 FIXED: dict[str, str] = {
+    "K8-resume-pause-race": "resumeSession then pauseSession at once while a turn was held: the turn woken by the resume emitted after `paused` (PAUSE-1).",
     "K1-surrogate": "A lone surrogate escape (\\ud800) in the request id or method dropped the connection without a response.",
     "K2-batch-order": "Batch [sendUserMessage S, cancelTurn|stopSession S]: the turn's notifications came before the batch answer (ORD-3).",
     "K3-early-tool-result": "A result for the first of two parallel tool calls, given before the second was announced, let the turn continue without the second (TOOL-1).",

@@ -109,7 +109,7 @@ def test_cancelling_a_turn_before_it_streams_keeps_the_state_machine(sim: Target
 
 
 @req("PAUSE-1")
-@known("K8-resume-pause-race")
+@fixed("K8-resume-pause-race")
 @tolerate_server_errors
 def test_resume_then_pause_at_once_holds_the_output(sim: Target) -> None:
     """A held turn, then resumeSession and pauseSession in one batch: once `paused` is

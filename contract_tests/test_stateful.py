@@ -37,7 +37,6 @@ from hypothesis.internal.conjecture import engine as conjecture_engine
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from contract_tests.harness import Harness, Target
-from contract_tests.known import INCLUDE_KNOWN
 from contract_tests.oracle import GRACE_SLACK_S, Session
 from contract_tests import profiles
 from contract_tests.profiles import contract_settings
@@ -370,8 +369,6 @@ class ContractMachine(RuleBasedStateMachine):
         s = self.pick(self.sessions(), i)
         if s is None:
             return
-        if "resumeSession" in kinds and not INCLUDE_KNOWN and "pauseSession" in kinds[kinds.index("resumeSession"):]:
-            kinds = [k for k in kinds if k != "resumeSession"]  # K8 (known.py, test_regressions.py)
         calls: list[tuple[str, Any]] = []
         for k in kinds:
             if k == "ping":

@@ -309,12 +309,12 @@ class AILoop:
 
     async def _out(self, event: LoopEvent) -> None:
         """Emit turn output, waiting first while the session is paused."""
-        if not self._gate.is_set():
+        while not self._gate.is_set():  # re-checked: a pause may follow the resume at once (K8)
             await self._gate.wait()
         self._emit(event)
 
     async def _set_status(self, status: SessionStatus, turn_id: str | None) -> None:
-        if not self._gate.is_set():
+        while not self._gate.is_set():  # re-checked: a pause may follow the resume at once (K8)
             await self._gate.wait()
         if status == "streaming" and self._turn is not None:
             self._turn.streamed = True
@@ -467,7 +467,7 @@ class AILoop:
         reason = "tool_calls" if calls else finish.reason
         if reason == "tool_calls" and not calls:
             raise ProviderError("AI provider asked for tools but sent none", kind="protocol", retryable=False)
-        if not self._gate.is_set():
+        while not self._gate.is_set():  # re-checked: a pause may follow the resume at once (K8)
             await self._gate.wait()
         # From here to the final chunk nothing awaits: the step's tool calls and its
         # final chunk leave together, even around a pause.

@@ -19,6 +19,12 @@ __all__ = ["FIXED", "INCLUDE_KNOWN", "KNOWN"]
 INCLUDE_KNOWN = os.environ.get("AILOOP_CONTRACT_KNOWN", "").strip().lower() == "include"
 
 KNOWN: dict[str, str] = {
+    "K9-deep-idempotent-result": (
+        "provideToolResult with an idempotencyKey and a `result` nested deeper than 255 levels "
+        "(schema-valid, well under maxFrameBytes): INTERNAL_ERROR -32603 instead of a result -- "
+        "the idempotency fingerprint (handlers._replayed) serializes the params with orjson, "
+        "whose recursion limit is 255. Without the key the same result is accepted."
+    ),
 }
 
 FIXED: dict[str, str] = {

@@ -198,6 +198,37 @@ def test_null_is_not_a_value_of_an_optional_field(target: Target, method: str, p
     run_scenario(target, "known_null_optional", body)
 
 
+@req("TOOL-2", "RPC-1", "IDEM-1")
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(False, id="no key"),
+        pytest.param(True, id="idempotency key", marks=[known("K9-deep-idempotent-result"), tolerate_server_errors]),
+    ],
+)
+def test_deeply_nested_tool_result_is_accepted(sim: Target, key: bool) -> None:
+    """A tool result may be any JSON value: 300 levels deep (a few kB) it is accepted,
+    with or without an idempotency key, and the turn goes on."""
+    value: Any = "bottom"
+    for i in range(300):
+        value = [value] if i % 2 else {"k": value}
+
+    async def body(h: Harness) -> None:
+        c = await h.open()
+        sid = await h.start_session(c, tools=[{"type": "function", "function": {"name": "t"}}])
+        await h.send_message(c, sid, "/sim tool t {}")
+        await h.settle()
+        (call,) = h.observer.pending_tool_calls(sid)
+        params = {"sessionId": sid, "toolCallId": call, "result": value}
+        if key:
+            params["idempotencyKey"] = "deep-1"
+        r = await h.request(c, "provideToolResult", params)
+        assert r is not None and "result" in r, r
+        await h.settle()
+
+    run_scenario(sim, "deep_tool_result", body)
+
+
 @req("TOOL-1", "ORD-5")
 @fixed("K3-early-tool-result")
 def test_results_given_before_the_step_ends_do_not_cut_the_step_short(sim: Target, extra_server: Any) -> None:

@@ -19,15 +19,10 @@ __all__ = ["FIXED", "INCLUDE_KNOWN", "KNOWN"]
 INCLUDE_KNOWN = os.environ.get("AILOOP_CONTRACT_KNOWN", "").strip().lower() == "include"
 
 KNOWN: dict[str, str] = {
-    "K9-deep-idempotent-result": (
-        "provideToolResult with an idempotencyKey and a `result` nested deeper than 255 levels "
-        "(schema-valid, well under maxFrameBytes): INTERNAL_ERROR -32603 instead of a result -- "
-        "the idempotency fingerprint (handlers._replayed) serializes the params with orjson, "
-        "whose recursion limit is 255. Without the key the same result is accepted."
-    ),
 }
 
 FIXED: dict[str, str] = {
+    "K9-deep-idempotent-result": "provideToolResult with an idempotencyKey and a result nested deeper than 255 levels got INTERNAL_ERROR (the fingerprint used orjson only).",
     "K8-resume-pause-race": "resumeSession then pauseSession at once while a turn was held: the turn woken by the resume emitted after `paused` (PAUSE-1).",
     "K1-surrogate": "A lone surrogate escape (\\ud800) in the request id or method dropped the connection without a response.",
     "K2-batch-order": "Batch [sendUserMessage S, cancelTurn|stopSession S]: the turn's notifications came before the batch answer (ORD-3).",

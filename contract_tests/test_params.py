@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
 from contract_tests.harness import Harness, Target, encode, run_scenario
-from contract_tests.known import INCLUDE_KNOWN
 from contract_tests.profiles import contract_settings
 from contract_tests.protocol import CODE, ERROR_CODES, REQUEST_METHODS, inline_schema, is_valid
 
@@ -120,8 +119,6 @@ def _invalid(draw: st.DrawFn, method: str) -> tuple[str, Any]:
         if slot is None:
             return kind, {**p, "__deep__": _deep(draw(st.integers(20, 300)))}
         p[slot] = _deep(draw(st.integers(20, 300)))
-        if method == "provideToolResult" and not INCLUDE_KNOWN:
-            p.pop("idempotencyKey", None)  # K9 (known.py, test_regressions.py)
     elif kind == "huge":
         strings = sorted(k for k, v in props.items() if v.get("type") == "string")
         if not strings:

@@ -203,7 +203,7 @@ def test_null_is_not_a_value_of_an_optional_field(target: Target, method: str, p
     "key",
     [
         pytest.param(False, id="no key"),
-        pytest.param(True, id="idempotency key", marks=[known("K9-deep-idempotent-result"), tolerate_server_errors]),
+        pytest.param(True, id="idempotency key"),  # K9, fixed
     ],
 )
 def test_deeply_nested_tool_result_is_accepted(sim: Target, key: bool) -> None:

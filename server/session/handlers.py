@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 
 from pydantic import BaseModel
 
 from server.loop.engine import LoopStateError, UnknownToolCallError
+from server.loop.jsonutil import dumps
 from server.protocol.errors import (
     IdempotencyConflict,
     InvalidParams,
@@ -155,7 +155,9 @@ def _replayed(session: ServerSession, key: str | None, params: Any) -> tuple[str
     """IDEM-1: the stored reply of an earlier request with the same key, if any."""
     if key is None:
         return "", None
-    fingerprint = orjson.dumps(params.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS).decode()
+    # The fields as given (both methods' params are flat: strings, a bool, and the
+    # result as plain JSON), not model_dump(), which refuses very deep results (K9).
+    fingerprint = dumps({k: getattr(params, k) for k in type(params).model_fields}, sort_keys=True).decode()
     seen = session.idempotency.get(key)
     if seen is None:
         return fingerprint, None

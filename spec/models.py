@@ -1,4 +1,4 @@
-# GENERATED from spec/protocol.schema.json (sha256 d7181fb59125076009b16009319e1f4095a42f462252dd1a4eaa12ecc532ba27) -- DO NOT EDIT.
+# GENERATED from spec/protocol.schema.json (sha256 6a83495d8d61ff821f7db0277bb7b4f8675fb5b9e2ff4ed0981c2fb47f0a0557) -- DO NOT EDIT.
 # Regenerate with `python -m spec.codegen` (or `make regen`).
 
 from __future__ import annotations
@@ -811,7 +811,7 @@ class SessionStatusParams(BaseModel):
     status: SessionStatus
     reason: str | None = None
     """
-    Why, where relevant: for `ended` one of `client_stop`, `disconnect`, `server_shutdown`, `error`.
+    Why, where relevant: for `ended` one of `client_stop`, `disconnect` (the connection went away and no attachSession came within the grace period), `server_shutdown`, `max_lifetime`.
     """
     turnId: TurnId | None = None
     """

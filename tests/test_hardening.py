@@ -11,32 +11,13 @@ import pytest
 import websockets
 
 from tests.support import WsClient, make_settings, message_texts, serve
+from tests.support import reply_text as _uninterrupted
 
 SLOW = {"first_chunk_ms": 5, "chunk_interval_ms": 5}
 
 
 def _text(notes: list[dict]) -> str:
     return "".join(p["chunk"] for p in notes if "chunk" in p)
-
-
-async def _uninterrupted(url: str, content: str) -> str:
-    """The reply text of an uninterrupted run (a plain, fast client: replies can be long)."""
-    async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "startSession", "params": {}}))
-        sid = json.loads(await ws.recv())["result"]["sessionId"]
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "sendUserMessage", "params": {"sessionId": sid, "content": content}}))
-        parts = []
-        async with asyncio.timeout(60):
-            async for raw in ws:
-                p = json.loads(raw).get("params", {})
-                parts.append(p.get("chunk", ""))
-                if p.get("status") == "idle":
-                    break
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "stopSession", "params": {"sessionId": sid}}))
-        async for raw in ws:
-            if json.loads(raw).get("id") == 3:
-                break
-        return "".join(parts)
 
 
 async def test_reconnect_mid_stream_replays_missed_chunks_exactly_once():

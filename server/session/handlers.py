@@ -211,22 +211,22 @@ async def stop_session(ctx: Context, p: m.StopSessionParams) -> Reply:
     return Reply({"sessionId": session.id, "status": "ended"})
 
 
-async def pause_session(ctx: Context, p: m.PauseSessionParams) -> Reply:
-    session = _session(ctx, p.sessionId)
+def _switch(ctx: Context, session_id: str, pause: bool) -> Reply:
+    """pauseSession / resumeSession: both harmless when already in that state."""
+    session = _session(ctx, session_id)
     try:
-        session.loop.pause()
+        session.loop.pause() if pause else session.loop.resume()
     except LoopStateError as exc:
         raise _state_error(exc) from None
     return Reply({"sessionId": session.id, "status": session.loop.status})
+
+
+async def pause_session(ctx: Context, p: m.PauseSessionParams) -> Reply:
+    return _switch(ctx, p.sessionId, pause=True)
 
 
 async def resume_session(ctx: Context, p: m.ResumeSessionParams) -> Reply:
-    session = _session(ctx, p.sessionId)
-    try:
-        session.loop.resume()
-    except LoopStateError as exc:
-        raise _state_error(exc) from None
-    return Reply({"sessionId": session.id, "status": session.loop.status})
+    return _switch(ctx, p.sessionId, pause=False)
 
 
 async def cancel_turn(ctx: Context, p: m.CancelTurnParams) -> Reply:

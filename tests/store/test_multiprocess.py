@@ -8,15 +8,14 @@ restarting -- each checked end to end over real WebSockets.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 import redis as redis_sync
-import websockets
 
 from tests.store.conftest import server_config, two_servers
 from tests.support import WsClient, spawn_server
+from tests.support import reply_text as _uninterrupted
 
 LONG = "/sim chunks 300\nthe quick brown fox jumps over the lazy dog " * 2
 TOOLS = [{"type": "function", "function": {"name": "t"}}]
@@ -42,26 +41,6 @@ async def _wait_health(ws_url: str, pred, timeout: float = 10.0) -> dict:
             if pred(h):
                 return h
             await asyncio.sleep(0.05)
-
-
-async def _uninterrupted(url: str, content: str) -> str:
-    async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "startSession", "params": {}}))
-        sid = json.loads(await ws.recv())["result"]["sessionId"]
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "sendUserMessage",
-                                  "params": {"sessionId": sid, "content": content}}))
-        parts = []
-        async with asyncio.timeout(30):
-            async for raw in ws:
-                p = json.loads(raw).get("params", {})
-                parts.append(p.get("chunk", ""))
-                if p.get("status") == "idle":
-                    break
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "stopSession", "params": {"sessionId": sid}}))
-        async for raw in ws:
-            if json.loads(raw).get("id") == 3:
-                break
-        return "".join(parts)
 
 
 async def _start_and_drop(url: str, content: str | None, *, tools=None, chunks_before_drop: int = 20):

@@ -332,6 +332,26 @@ class WsClient:
                 await self.call("provideToolResult", {"sessionId": session_id, "toolCallId": c["toolCallId"], "result": tool_results(c)})
 
 
+async def reply_text(url: str, content: str) -> str:
+    """The reply text of an uninterrupted run (a plain, fast client: replies can be long)."""
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "startSession", "params": {}}))
+        sid = json.loads(await ws.recv())["result"]["sessionId"]
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "sendUserMessage", "params": {"sessionId": sid, "content": content}}))
+        parts = []
+        async with asyncio.timeout(60):
+            async for raw in ws:
+                p = json.loads(raw).get("params", {})
+                parts.append(p.get("chunk", ""))
+                if p.get("status") == "idle":
+                    break
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "stopSession", "params": {"sessionId": sid}}))
+        async for raw in ws:
+            if json.loads(raw).get("id") == 3:
+                break
+        return "".join(parts)
+
+
 def message_texts(notes: list[dict[str, Any]]) -> dict[str, str]:
     """messageId → concatenated text of its chunks."""
     out: dict[str, str] = {}

@@ -499,6 +499,18 @@ def _parse_command(lineno: int, head: str, rest: str) -> Step:
     raise ScriptError(lineno, f"unknown command /{head}")  # pragma: no cover
 
 
+def start_params(args: Any) -> dict[str, Any]:
+    """startSession params from the command line (--system, --tools, --model)."""
+    params: dict[str, Any] = {}
+    if args.system:
+        params["systemPrompt"] = args.system
+    if args.tools_list is not None:
+        params["tools"] = args.tools_list
+    if args.model:
+        params["model"] = args.model
+    return params
+
+
 class ScriptRunner:
     def __init__(self, client: RpcClient, args: argparse.Namespace, tool_results: dict[str, Canned], log: TextIO) -> None:
         self.client = client
@@ -527,14 +539,7 @@ class ScriptRunner:
         return resp["result"]
 
     def start_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        if self.args.system:
-            params["systemPrompt"] = self.args.system
-        if self.args.tools_list is not None:
-            params["tools"] = self.args.tools_list
-        if self.args.model:
-            params["model"] = self.args.model
-        return params
+        return start_params(self.args)
 
     async def start(self, step: Step, params: dict[str, Any] | None) -> None:
         result = await self.request(step, "startSession", self.start_params() if params is None else params)
@@ -740,15 +745,8 @@ class Interactive:
 
     async def start_session(self) -> None:
         assert self.client is not None
-        params: dict[str, Any] = {}
-        if self.args.system:
-            params["systemPrompt"] = self.args.system
-        if self.args.tools_list is not None:
-            params["tools"] = self.args.tools_list
-        if self.args.model:
-            params["model"] = self.args.model
         self.starting = True
-        await self.client.send_request("startSession", params)
+        await self.client.send_request("startSession", start_params(self.args))
 
     async def request(self, method: str, **params: Any) -> None:
         assert self.client is not None

@@ -182,6 +182,9 @@ def test_big_integers_in_free_form_json_work(sim: Target, where: str) -> None:
         ("startSession", {"tools": None}),
         ("startSession", {"sampling": {"temperature": None}}),
         ("sendUserMessage", {"content": "x", "idempotencyKey": None}),
+        # found by test_params on a random run: ('wrong_type', {'metadata': None})
+        ("startSession", {"metadata": None}),
+        ("startSession", {"tools": [{"type": "function", "function": {"name": "t", "parameters": None}}]}),
     ],
 )
 def test_null_is_not_a_value_of_an_optional_field(target: Target, method: str, params: dict[str, Any]) -> None:

@@ -31,6 +31,9 @@ _PARAMS_OPTIONAL = {"initialize", "startSession", "ping"}
 
 # Values under these keys are free-form JSON, taken as given.
 _FREE_FORM = frozenset({"result", "metadata", "parameters", "data", "arguments"})
+# Of those, the ones whose schema admits any JSON value, null included (a tool result,
+# ping data); the others are JSON objects, so null for the field itself is refused.
+_NULLABLE = frozenset({"result", "data"})
 
 
 def _normalize(value: Any, loc: str, nulls: list[str]) -> Any:
@@ -40,7 +43,7 @@ def _normalize(value: Any, loc: str, nulls: list[str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if v is None and k not in _FREE_FORM:
+            if v is None and k not in _NULLABLE:
                 nulls.append(f"{loc}.{k}" if loc else k)
             out[k] = v if k in _FREE_FORM else _normalize(v, f"{loc}.{k}" if loc else k, nulls)
         return out
